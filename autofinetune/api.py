@@ -1,0 +1,50 @@
+"""The Python API: the same search as the CLI, for notebooks and other tools (SPEC B8)."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+from .devices import build_slots
+from .search import Search, SearchConfig, SearchResult, default_output_dir
+from .space import SearchSpace, load_space
+
+
+def tune(
+    script: Union[str, "os.PathLike[str]"],
+    params: Union[str, "os.PathLike[str]", SearchSpace, Sequence[Mapping[str, Any]]],
+    *,
+    popsize: int = 5,
+    rounds: int = 10,
+    output_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+    evaluator: str = "fulltrail",
+    tuning_strategy: str = "pshe2",
+    gpu: Optional[str] = None,
+    workers: Optional[int] = None,
+    seed: Optional[int] = None,
+    passthrough: Optional[Mapping[str, Any]] = None,
+    timeout: Optional[float] = None,
+    echo: Optional[Callable[[str], None]] = print,
+) -> SearchResult:
+    """Tune `script` over `params` (an hparam.yaml path, a SearchSpace or a param_list).
+
+    Keyword arguments mirror the CLI options (`rounds` is `--round`); `passthrough` maps the
+    CLI's trailing `name value` pairs. `echo=None` keeps the terminal quiet. Without a seed, a
+    random one is drawn and kept in the result and the journal, so any search can be repeated.
+    """
+    space = load_space(params)
+    config = SearchConfig(
+        script=Path(script).resolve(),
+        space=space,
+        output_dir=Path(output_dir) if output_dir is not None else default_output_dir(),
+        slots=build_slots(gpu, workers),
+        seed=int(seed) if seed is not None else secrets.randbelow(2**31 - 1) + 1,
+        popsize=popsize,
+        rounds=rounds,
+        evaluator=evaluator,
+        strategy=tuning_strategy,
+        passthrough=[(str(k), str(v)) for k, v in (passthrough or {}).items()],
+        timeout=timeout,
+    )
+    return Search(config, echo=echo if echo is not None else (lambda line: None)).run()

@@ -1,0 +1,82 @@
+"""The command line: parse, validate, run the search, map errors to exit codes.
+
+User errors (AutofinetuneError) become one line on stderr and exit code 2 (1 when the search
+ran but every trial failed); Ctrl-C exits 130.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .errors import AutofinetuneError
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    def error(self, message: str) -> "None":  # type: ignore[override]
+        self.exit(2, f"autofinetune: error: {message} (see autofinetune -h)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineErrors(
+        prog="autofinetune",
+        description="Tune the hyperparameters of a training script (PaddleHub AutoDL Finetuner compatible).",
+        epilog="Trailing 'name value' pairs (e.g. max_seq_len 128) reach every trial as --name=value, placed last.",
+    )
+    parser.add_argument("script", help="the training script (a .py runs with this Python; anything else must be executable)")
+    parser.add_argument("passthrough", nargs="*", metavar="name value", help="options passed unchanged to every trial")
+    parser.add_argument("--param_file", required=True, help="the search space, hparam.yaml (required)")
+    parser.add_argument("--gpu", default=None, help="GPU ids, comma separated; 0,0 = two trials on GPU 0 (default: all GPUs pynvml finds, else CPU slots)")
+    parser.add_argument("--popsize", type=int, default=5, help="candidates per round (default 5)")
+    parser.add_argument("--round", dest="rounds", type=int, default=10, help="rounds (default 10)")
+    parser.add_argument("--output_dir", default=None, help="where results go (default output_YYYYmmddHHMMSS)")
+    parser.add_argument("--evaluator", default="fulltrail", help="fulltrail (default) | populationbased")
+    parser.add_argument("--tuning_strategy", default="pshe2", help="pshe2 (default) | hazero")
+    parser.add_argument("--workers", type=int, default=None, help="CPU slots when there is no GPU (default: one per core)")
+    parser.add_argument("--seed", type=int, default=None, help="makes the proposed candidates repeatable")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds a trial may run before it is stopped (status timeout)")
+    parser.add_argument("--version", action="version", version=f"autofinetune {__version__}")
+    return parser
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("autofinetune")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_intermixed_args(argv)
+    _configure_logging()
+    try:
+        from .api import tune
+        from .search import parse_passthrough
+
+        pairs = dict(parse_passthrough(args.passthrough))
+        tune(
+            args.script,
+            args.param_file,
+            popsize=args.popsize,
+            rounds=args.rounds,
+            output_dir=args.output_dir,
+            evaluator=args.evaluator,
+            tuning_strategy=args.tuning_strategy,
+            gpu=args.gpu,
+            workers=args.workers,
+            seed=args.seed,
+            passthrough=pairs,
+            timeout=args.timeout,
+            echo=lambda line: print(line, flush=True),
+        )
+    except AutofinetuneError as error:
+        print(f"autofinetune: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("autofinetune: interrupted; running trials were stopped", file=sys.stderr)
+        return 130
+    return 0

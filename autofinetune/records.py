@@ -1,0 +1,239 @@
+"""What happened: the journal (the truth) and the files rebuilt from it.
+
+Every finished trial is appended to `journal.jsonl` (flushed and fsync'd) before anything else
+depends on it; `log_file.txt`, `trials.csv`, `trials.json` and `best_model/` are views that can
+always be rebuilt from the journal, and are rewritten atomically so a reader never sees half.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+log = logging.getLogger("autofinetune")
+
+JOURNAL = "journal.jsonl"
+LOG_FILE = "log_file.txt"
+BEST_MODEL = "best_model"
+
+
+@dataclass
+class TrialRecord:
+    """One trial as users and tools see it (the row of log_file.txt / trials.csv)."""
+
+    round: int
+    index: int
+    params: Dict[str, Any]
+    point: List[float]
+    status: str = "pending"
+    score: Optional[float] = None
+    exit_code: Optional[int] = None
+    duration: Optional[float] = None
+    slot: Optional[str] = None
+    gpu: Optional[str] = None
+    parent: Optional[Dict[str, Any]] = None
+    log_path: str = ""
+    model_dir: str = ""
+    message: str = ""
+    attempt: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.score is not None
+
+    @property
+    def loss(self) -> Optional[float]:
+        """What strategies minimise (the tuners minimise 1 - score); None for a failure."""
+        return 1.0 - self.score if self.ok else None
+
+    def to_json(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "TrialRecord":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def better(a: TrialRecord, b: Optional[TrialRecord]) -> bool:
+    """Is `a` a strictly better result than `b`? Earlier trials win ties (stable best)."""
+    return a.ok and (b is None or not b.ok or a.score > b.score)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so readers see the old or the new file, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class Journal:
+    """Append-only JSON lines, each flushed and fsync'd before the call returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = open(path, "a", encoding="utf-8")
+
+    def append(self, event: str, **data: Any) -> None:
+        line = json.dumps({"event": event, **data}, default=_json_default, allow_nan=True)
+        self._handle.write(line + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    @staticmethod
+    def read(path: Path) -> Iterator[Dict[str, Any]]:
+        """Replay the events; a torn last line (power loss mid-write) is skipped."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.readlines()
+        except FileNotFoundError:
+            return
+        for number, line in enumerate(lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                if number == len(lines) - 1:
+                    log.warning("%s: ignoring a torn last line (the tuner stopped mid-write)", path)
+                    return
+                raise
+            if isinstance(event, dict):
+                yield event
+
+
+def _json_default(value: Any) -> Any:
+    try:  # numpy scalars and arrays
+        return value.tolist()
+    except AttributeError:
+        return str(value)
+
+
+@dataclass
+class SearchRecords:
+    """The finished trials of a search and the views derived from them."""
+
+    output_dir: Path
+    param_names: List[str]
+    header: str = ""
+    trials: List[TrialRecord] = field(default_factory=list)
+    best: Optional[TrialRecord] = None
+
+    def add(self, record: TrialRecord) -> bool:
+        """Add a finished trial; return True when it is the new best."""
+        self.trials.append(record)
+        if better(record, self.best):
+            self.best = record
+            return True
+        return False
+
+    def relative(self, path: str) -> str:
+        try:
+            return os.path.relpath(path, self.output_dir)
+        except ValueError:
+            return path
+
+    # -- views ------------------------------------------------------------------------------
+    def write_views(self) -> None:
+        write_atomic(self.output_dir / LOG_FILE, self.log_text())
+        write_atomic(self.output_dir / "trials.csv", self.csv_text())
+        write_atomic(self.output_dir / "trials.json", json.dumps([self.row(t) for t in self.ordered()], indent=1, allow_nan=False, default=_json_default) + "\n")
+
+    def ordered(self) -> List[TrialRecord]:
+        return sorted(self.trials, key=lambda t: (t.round, t.index, t.attempt))
+
+    def row(self, trial: TrialRecord) -> Dict[str, Any]:
+        row: Dict[str, Any] = {"round": trial.round, "index": trial.index}
+        row.update({name: trial.params.get(name) for name in self.param_names})
+        parent = trial.parent or {}
+        row.update({
+            "score": trial.score if trial.score is None or math.isfinite(trial.score) else None,
+            "status": trial.status,
+            "duration": None if trial.duration is None else round(trial.duration, 3),
+            "slot": trial.slot,
+            "gpu": trial.gpu,
+            "parent": self.relative(parent["model_dir"]) if parent.get("model_dir") else None,
+            "log_path": self.relative(trial.log_path),
+            "model_dir": self.relative(trial.model_dir),
+            "exit_code": trial.exit_code,
+            "attempt": trial.attempt,
+            "message": trial.message,
+        })
+        return row
+
+    def csv_text(self) -> str:
+        buffer = io.StringIO()
+        fields = ["round", "index", *self.param_names, "score", "status", "duration", "slot", "gpu", "parent", "log_path", "model_dir", "exit_code", "attempt", "message"]
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for trial in self.ordered():
+            writer.writerow(self.row(trial))
+        return buffer.getvalue()
+
+    def log_text(self) -> str:
+        columns = ["round", "index", "status", "score", *self.param_names, "parent", "model_dir"]
+        rows = [columns]
+        for trial in self.ordered():
+            row = self.row(trial)
+            rows.append([_cell(row["round"]), _cell(row["index"]), trial.status, _cell(trial.score),
+                         *(_cell(trial.params.get(n)) for n in self.param_names),
+                         row["parent"] or "-", row["model_dir"]])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+        lines = [self.header] if self.header else []
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        if self.best is not None:
+            params = " ".join(f"{k}={_cell(v)}" for k, v in self.best.params.items())
+            lines.append("")
+            lines.append(f"best so far: round {self.best.round}, index {self.best.index}, score {_cell(self.best.score)}: {params}")
+        else:
+            lines.append("")
+            lines.append("best so far: none (no trial has succeeded yet)")
+        return "\n".join(lines) + "\n"
+
+    def update_best_model(self) -> Optional[Path]:
+        """Copy the best trial's model dir to best_model/, swapping it in by rename."""
+        if self.best is None:
+            return None
+        target = self.output_dir / BEST_MODEL
+        source = Path(self.best.model_dir)
+        staging = Path(tempfile.mkdtemp(prefix=".best_model.", dir=self.output_dir))
+        try:
+            if source.is_dir():
+                shutil.copytree(source, staging / "model", symlinks=True)
+            else:
+                log.warning("the best trial's model dir %s is missing; best_model/ holds only its record", source)
+                (staging / "model").mkdir()
+            (staging / "model" / ".autofinetune_best.json").write_text(json.dumps(self.row(self.best), default=_json_default) + "\n")
+            retired = None
+            if target.exists():
+                retired = staging / "retired"
+                os.replace(target, retired)
+            os.replace(staging / "model", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)

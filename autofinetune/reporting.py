@@ -1,0 +1,65 @@
+"""The trial side of the contract: how a train.py hands its score back.
+
+This module runs inside every trial process, so it imports only the standard library (a heavy
+import here costs seconds per trial). The protocol is a small JSON file whose path the tuner
+puts in the trial's environment, so a script in any language can take part (SPEC B10).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+RESULT_FILE_ENV = "AUTOFINETUNE_RESULT_FILE"
+TRIAL_TOKEN_ENV = "AUTOFINETUNE_TRIAL_TOKEN"
+
+
+def _jsonable(score: Any) -> Any:
+    """Keep what the tuner must judge (NaN, inf, strings) instead of failing inside the trial."""
+    if isinstance(score, bool):
+        return str(score)
+    if isinstance(score, (int, float)):
+        return float(score)
+    try:  # numpy scalars, 0-d tensors: anything that converts cleanly
+        return float(score)
+    except (TypeError, ValueError):
+        return str(score)
+
+
+def report_final_result(score: Any) -> None:
+    """Report the trial's validation score (higher is better, at most 1).
+
+    Under the tuner the score is written atomically (temp file + rename) to this trial's own
+    result file, together with the trial's token, so a half-written file is never read and a
+    trial cannot write another trial's result. Reporting twice keeps the last report. Run
+    standalone, it prints the score and returns, so the same train.py works without the tuner.
+    """
+    value = _jsonable(score)
+    path = os.environ.get(RESULT_FILE_ENV)
+    if not path:
+        shown = value if not isinstance(value, float) or math.isfinite(value) else repr(value)
+        print(f"autofinetune: final result {shown} (not running under the tuner; nothing recorded)")
+        return
+    record = {
+        "score": value,
+        "token": os.environ.get(TRIAL_TOKEN_ENV, ""),
+        "pid": os.getpid(),
+        "time": time.time(),
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".result-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

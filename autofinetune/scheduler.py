@@ -1,0 +1,290 @@
+"""Run argv lists in slots: a work queue of child processes.
+
+The scheduler knows nothing about hyperparameters. It starts each trial as its own process
+in its own process group (so the whole tree can be stopped), with CUDA_VISIBLE_DEVICES set to
+its slot, its output streamed straight to a log file (never held in memory), and judges the
+outcome from the exit status and the trial's own result file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Deque, Dict, List, Optional, Sequence
+
+from .devices import Slot
+from .reporting import RESULT_FILE_ENV, TRIAL_TOKEN_ENV
+
+log = logging.getLogger("autofinetune")
+
+OK, FAILED, INVALID, TIMEOUT, INTERRUPTED = "ok", "failed", "invalid", "timeout", "interrupted"
+
+
+@dataclass
+class TrialSpec:
+    """What to run: the scheduler's whole view of a trial."""
+
+    key: str
+    argv: List[str]
+    log_path: Path
+    result_path: Path
+    cwd: Optional[str] = None
+    timeout: Optional[float] = None
+    env: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TrialOutcome:
+    spec: TrialSpec
+    status: str
+    score: Optional[float]
+    exit_code: Optional[int]
+    slot: Slot
+    started: float
+    finished: float
+    message: str = ""
+
+    @property
+    def duration(self) -> float:
+        return self.finished - self.started
+
+
+@dataclass
+class _Running:
+    spec: TrialSpec
+    slot: Slot
+    process: subprocess.Popen
+    token: str
+    started: float
+    deadline: Optional[float]
+    stop_reason: Optional[str] = None  # TIMEOUT or INTERRUPTED once we asked it to stop
+    kill_at: Optional[float] = None
+
+
+def read_result(result_path: Path, token: Optional[str]) -> "tuple[Optional[Any], str]":
+    """The reported score, or None with the reason; a foreign token counts as no report."""
+    try:
+        with open(result_path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        return None, "no result reported (report_final_result was never called)"
+    except (OSError, ValueError) as error:
+        return None, f"unreadable result file {result_path}: {error}"
+    if not isinstance(record, dict) or "score" not in record:
+        return None, f"result file {result_path} has no 'score'"
+    if token is not None and record.get("token") != token:
+        return None, f"result file {result_path} was not written by this trial"
+    return record["score"], ""
+
+
+def judge_score(raw: Any) -> "tuple[Optional[float], str]":
+    """A valid score is a finite number at most 1 (SPEC A3); anything else is invalid."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None, f"reported score {raw!r} is not a number"
+    value = float(raw)
+    if math.isnan(value) or math.isinf(value):
+        return None, f"reported score {value!r} is not finite"
+    if value > 1.0:
+        return None, f"reported score {value!r} is above 1 (scores must lie in (-inf, 1])"
+    return value, ""
+
+
+class LocalScheduler:
+    """Child processes on this machine, one per free slot, started the moment a slot frees."""
+
+    def __init__(self, slots: Sequence[Slot], kill_grace: float = 5.0) -> None:
+        if not slots:
+            raise ValueError("at least one slot is needed")
+        self.slots = list(slots)
+        self.kill_grace = kill_grace
+        self._free: Deque[Slot] = deque(self.slots)
+        self._queue: Deque[TrialSpec] = deque()
+        self._running: Dict[int, _Running] = {}
+        self._exits: "queue.Queue[tuple[int, int]]" = queue.Queue()
+        self._launching = True
+        self._unstarted: List[TrialOutcome] = []  # trials whose process could not even start
+
+    # -- public -----------------------------------------------------------------------------
+    def submit(self, spec: TrialSpec) -> None:
+        self._queue.append(spec)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and not self._running and not self._unstarted
+
+    def running_slots(self) -> Dict[str, Slot]:
+        return {r.spec.key: r.slot for r in self._running.values()}
+
+    def wait_any(self, timeout: Optional[float] = None) -> List[TrialOutcome]:
+        """Start what fits, then block until at least one trial ends (or `timeout` passes)."""
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._launch_ready()
+            outcomes, self._unstarted = self._unstarted + self._drain_exits(block=False), []
+            if outcomes:
+                return outcomes
+            if not self._running:
+                return []
+            now = time.monotonic()
+            self._enforce_deadlines(now)
+            wake = [t for t in self._wakeups() if t is not None]
+            if give_up is not None:
+                wake.append(give_up)
+            wait = max(0.0, min(wake) - now) if wake else None
+            outcomes = self._drain_exits(block=True, timeout=wait)
+            if outcomes:
+                return outcomes
+            if give_up is not None and time.monotonic() >= give_up:
+                return []
+
+    def stop_launching(self) -> List[TrialSpec]:
+        """Stop starting new trials; return the queued specs that will now never run."""
+        self._launching = False
+        dropped = list(self._queue)
+        self._queue.clear()
+        return dropped
+
+    def shutdown(self, reason: str = INTERRUPTED) -> List[TrialOutcome]:
+        """Stop every running trial's whole process group (TERM, then KILL) and reap it."""
+        self.stop_launching()
+        for running in self._running.values():
+            self._terminate(running, reason)
+        outcomes: List[TrialOutcome] = []
+        while self._running:
+            now = time.monotonic()
+            self._enforce_deadlines(now)
+            wake = [t for t in self._wakeups() if t is not None]
+            wait = max(0.0, min(wake) - now) if wake else 0.1
+            outcomes.extend(self._drain_exits(block=True, timeout=min(wait, 0.5)))
+        return outcomes
+
+    # -- internals --------------------------------------------------------------------------
+    def _launch_ready(self) -> None:
+        while self._launching and self._queue and self._free:
+            spec = self._queue.popleft()
+            slot = self._free.popleft()
+            self._launch(spec, slot)
+
+    def _launch(self, spec: TrialSpec, slot: Slot) -> None:
+        token = secrets.token_hex(16)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            spec.result_path.unlink()
+        except FileNotFoundError:
+            pass
+        env = dict(os.environ)
+        env.update(spec.env)
+        env["CUDA_VISIBLE_DEVICES"] = slot.cuda_visible_devices
+        env[RESULT_FILE_ENV] = str(spec.result_path)
+        env[TRIAL_TOKEN_ENV] = token
+        env.setdefault("PYTHONUNBUFFERED", "1")  # logs a user can tail while the trial runs
+        started = time.monotonic()
+        with open(spec.log_path, "wb") as log_file:
+            try:
+                process = subprocess.Popen(
+                    spec.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    cwd=spec.cwd,
+                    env=env,
+                    start_new_session=True,  # own process group: kill the tree, not the tuner
+                    close_fds=True,
+                )
+            except OSError as error:
+                log_file.write(f"autofinetune: could not start {spec.argv[0]}: {error}\n".encode())
+                self._free.append(slot)
+                self._unstarted.append(TrialOutcome(spec, FAILED, None, None, slot, started, time.monotonic(), f"could not start: {error}"))
+                return
+        deadline = started + spec.timeout if spec.timeout else None
+        self._running[process.pid] = _Running(spec, slot, process, token, started, deadline)
+        threading.Thread(target=self._reap, args=(process,), daemon=True, name=f"reap-{spec.key}").start()
+
+    def _reap(self, process: subprocess.Popen) -> None:
+        self._exits.put((process.pid, process.wait()))
+
+    def _drain_exits(self, block: bool, timeout: Optional[float] = None) -> List[TrialOutcome]:
+        outcomes: List[TrialOutcome] = []
+        try:
+            item = self._exits.get(block=block, timeout=timeout) if block else self._exits.get_nowait()
+        except queue.Empty:
+            return outcomes
+        while True:
+            outcome = self._finish(*item)
+            if outcome is not None:
+                outcomes.append(outcome)
+            try:
+                item = self._exits.get_nowait()
+            except queue.Empty:
+                return outcomes
+
+    def _finish(self, pid: int, exit_code: int) -> Optional[TrialOutcome]:
+        running = self._running.pop(pid, None)
+        if running is None:
+            return None
+        finished = time.monotonic()
+        self._kill_group(running.process.pid, signal.SIGKILL)  # leftover grandchildren
+        self._free.append(running.slot)
+        status, score, message = self._judge(running, exit_code)
+        return TrialOutcome(running.spec, status, score, exit_code, running.slot, running.started, finished, message)
+
+    def _judge(self, running: _Running, exit_code: int) -> "tuple[str, Optional[float], str]":
+        if running.stop_reason == TIMEOUT:
+            return TIMEOUT, None, f"stopped after the {running.spec.timeout:g} s timeout"
+        if running.stop_reason == INTERRUPTED:
+            return INTERRUPTED, None, "stopped by the tuner's shutdown"
+        if exit_code != 0:
+            how = f"killed by signal {signal.Signals(-exit_code).name}" if exit_code < 0 and -exit_code in signal.valid_signals() else f"exit code {exit_code}"
+            return FAILED, None, how
+        raw, why = read_result(running.spec.result_path, running.token)
+        if why:
+            return FAILED, None, why
+        score, why = judge_score(raw)
+        if why:
+            return INVALID, None, why
+        return OK, score, ""
+
+    def _terminate(self, running: _Running, reason: str) -> None:
+        if running.stop_reason is None:
+            running.stop_reason = reason
+            running.kill_at = time.monotonic() + self.kill_grace
+            self._kill_group(running.process.pid, signal.SIGTERM)
+
+    def _enforce_deadlines(self, now: float) -> None:
+        for running in list(self._running.values()):
+            if running.deadline is not None and now >= running.deadline and running.stop_reason is None:
+                self._terminate(running, TIMEOUT)
+            if running.kill_at is not None and now >= running.kill_at:
+                self._kill_group(running.process.pid, signal.SIGKILL)
+                running.kill_at = None
+
+    def _wakeups(self) -> List[Optional[float]]:
+        times: List[Optional[float]] = []
+        for running in self._running.values():
+            times.append(running.kill_at if running.stop_reason else running.deadline)
+        return times
+
+    @staticmethod
+    def _kill_group(pgid: int, sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
