@@ -104,10 +104,29 @@ def prepare_output_dir(path: Path) -> Path:
     return path
 
 
+class SearchObserver:
+    """What views (VisualDL, progress, ...) hear of a search; every hook is optional.
+
+    Observers run in the tuner's process after the journal has the event, so a slow or broken
+    view can never lose a result; an exception in one is logged and the view is dropped.
+    """
+
+    def on_start(self, search: "Search") -> None: ...
+
+    def on_trial_started(self, search: "Search", record: TrialRecord) -> None: ...
+
+    def on_trial_finished(self, search: "Search", record: TrialRecord, is_best: bool) -> None: ...
+
+    def on_round_finished(self, search: "Search", round_index: int, trials: Sequence[TrialRecord]) -> None: ...
+
+    def on_finish(self, search: "Search", result: Optional["SearchResult"]) -> None: ...
+
+
 class Search:
     """One search, run once; `run()` returns a SearchResult or raises SearchFailed."""
 
-    def __init__(self, config: SearchConfig, echo: Callable[[str], None] = print) -> None:
+    def __init__(self, config: SearchConfig, echo: Callable[[str], None] = print,
+                 observers: Sequence[SearchObserver] = ()) -> None:
         config.validate()
         self.config = config
         self.echo = echo
@@ -119,6 +138,16 @@ class Search:
         self.journal = Journal(self.output_dir / JOURNAL)
         self.scheduler = LocalScheduler(config.slots)
         self.started = time.monotonic()
+        self.observers: List[SearchObserver] = list(observers)
+        self.round_index = 0
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        for observer in list(self.observers):
+            try:
+                getattr(observer, hook)(self, *args)
+            except Exception as error:  # a view must never take the search down
+                log.warning("view %s failed in %s (%s: %s); it is switched off", type(observer).__name__, hook, type(error).__name__, error)
+                self.observers.remove(observer)
 
     def _header(self) -> str:
         c = self.config
@@ -131,16 +160,21 @@ class Search:
         self.journal.append("start", time=time.time(), config=self._config_json())
         self.echo(f"Tuning {c.script} over {', '.join(self.space.names)}: {c.popsize} candidates x {c.rounds} rounds "
                   f"on {len(c.slots)} slot(s) [{', '.join(s.label for s in c.slots)}], seed {c.seed}, output {self.output_dir}")
+        self._notify("on_start")
+        result: Optional[SearchResult] = None
         try:
             for round_index in range(c.rounds):
+                self.round_index = round_index
                 self._run_round(round_index)
+            result = self._finish()
+            return result
         except BaseException:
             for outcome in self.scheduler.shutdown():
                 self.journal.append("interrupted", key=outcome.spec.key)
             raise
         finally:
             self.journal.close()
-        return self._finish()
+            self._notify("on_finish", result)
 
     def _run_round(self, round_index: int) -> None:
         points = self.strategy.ask()
@@ -161,6 +195,7 @@ class Search:
         for line in self.evaluator.observe(round_index, finished):
             self.echo(line)
         self.journal.append("round", round=round_index, strategy=self.strategy.state_dict(), evaluator=self.evaluator.state_dict())
+        self._notify("on_round_finished", round_index, finished)
         scores = [t.score for t in finished if t.ok]
         if scores:
             self.echo(f"The local best eval value in the {round_index}-th round is {max(scores)}.")
@@ -181,6 +216,7 @@ class Search:
                          result_path=round_dir / f"result-{index}.json", cwd=self.config.cwd, timeout=self.config.timeout)
         self.journal.append("launch", round=round_index, index=index, params=params, point=record.point, argv=argv, parent=plan.parent)
         self.scheduler.submit(spec)
+        self._notify("on_trial_started", record)
         return record
 
     def _complete(self, record: TrialRecord, outcome: TrialOutcome) -> None:
@@ -196,6 +232,7 @@ class Search:
         self.records.write_views()
         if is_best:
             self.records.update_best_model()
+        self._notify("on_trial_finished", record, is_best)
         params = " ".join(f"{k}={self.space.params[i].format(v)}" for i, (k, v) in enumerate(record.params.items()))
         if outcome.status == OK:
             self.echo(f"[round {record.round}] trial {record.index} ok: score {record.score:.6g} in {record.duration:.1f}s on {record.slot}"
