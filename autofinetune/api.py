@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from .devices import build_slots
-from .search import Search, SearchConfig, SearchResult, default_output_dir
+from .search import Search, SearchConfig, SearchObserver, SearchResult, default_output_dir
 from .space import SearchSpace, load_space
 
 
@@ -26,11 +26,13 @@ def tune(
     passthrough: Optional[Mapping[str, Any]] = None,
     timeout: Optional[float] = None,
     echo: Optional[Callable[[str], None]] = print,
+    observers: Sequence[SearchObserver] = (),
 ) -> SearchResult:
     """Tune `script` over `params` (an hparam.yaml path, a SearchSpace or a param_list).
 
     Keyword arguments mirror the CLI options (`rounds` is `--round`); `passthrough` maps the
-    CLI's trailing `name value` pairs. `echo=None` keeps the terminal quiet. Without a seed, a
+    CLI's trailing `name value` pairs. `echo=None` keeps the terminal quiet; `observers` are
+    extra views of the search (see `SearchObserver`). Without a seed, a
     random one is drawn and kept in the result and the journal, so any search can be repeated.
     """
     space = load_space(params)
@@ -47,4 +49,4 @@ def tune(
         passthrough=[(str(k), str(v)) for k, v in (passthrough or {}).items()],
         timeout=timeout,
     )
-    return Search(config, echo=echo if echo is not None else (lambda line: None)).run()
+    return Search(config, echo=echo if echo is not None else (lambda line: None), observers=observers).run()
