@@ -18,7 +18,7 @@ def tune(
     popsize: int = 5,
     rounds: int = 10,
     output_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
-    evaluator: str = "fulltrail",
+    evaluator: str = "populationbased",
     tuning_strategy: str = "pshe2",
     gpu: Optional[str] = None,
     workers: Optional[int] = None,

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--popsize", type=int, default=5, help="candidates per round (default 5)")
     parser.add_argument("--round", dest="rounds", type=int, default=10, help="rounds (default 10)")
     parser.add_argument("--output_dir", default=None, help="where results go (default output_YYYYmmddHHMMSS)")
-    parser.add_argument("--evaluator", default="fulltrail", help="fulltrail (default) | populationbased")
+    parser.add_argument("--evaluator", default="populationbased", help="populationbased (default: resume from the better models of the last round) | fulltrail (train every candidate from scratch)")
     parser.add_argument("--tuning_strategy", default="pshe2", help="pshe2 (default) | hazero")
     parser.add_argument("--workers", type=int, default=None, help="CPU slots when there is no GPU (default: one per core)")
     parser.add_argument("--seed", type=int, default=None, help="makes the proposed candidates repeatable")

@@ -19,7 +19,7 @@ import numpy as np
 
 from .devices import Slot
 from .errors import ConfigError, SearchFailed
-from .evaluators import make_evaluator
+from .evaluators import lineage, make_evaluator
 from .records import JOURNAL, Journal, SearchRecords, TrialRecord
 from .scheduler import OK, LocalScheduler, TrialOutcome, TrialSpec
 from .space import SearchSpace
@@ -37,7 +37,7 @@ class SearchConfig:
     seed: int
     popsize: int = 5
     rounds: int = 10
-    evaluator: str = "fulltrail"
+    evaluator: str = "populationbased"
     strategy: str = "pshe2"
     passthrough: List[Tuple[str, str]] = field(default_factory=list)
     timeout: Optional[float] = None
@@ -254,6 +254,8 @@ class Search:
             self.echo(f"{param.name}={param.format(best.params[param.name])}")
         self.echo(f"The final best eval score is {best.score}.")
         self.echo(f"The final best model parameters are saved as {self.output_dir / 'best_model'} .")
+        if best.parent:
+            self.echo(f"The best model's lineage: {' -> '.join(lineage(best, self.records.trials, str(self.output_dir)))}")
         return result
 
     def _config_json(self) -> Dict[str, Any]:
