@@ -144,7 +144,7 @@ def test_out_of_range_and_nan_scores_are_invalid_and_silent_exit_is_failed(tmp_p
         else: autofinetune.report_final_result(0.5)
     """))
     out = tmp_path / "out"
-    result = run_cli(["train.py", "--param_file=hparam.yaml", "--popsize=8", "--round=2", f"--output_dir={out}", "--workers=2", "--seed=1"], cwd=tmp_path)
+    result = run_cli(["train.py", "--param_file=hparam.yaml", "--popsize=8", "--round=2", f"--output_dir={out}", "--workers=2", "--seed=1", "--evaluator=fulltrail"], cwd=tmp_path)
     rows = json.loads((out / "trials.json").read_text())
     by_x = {}
     for row in rows:
