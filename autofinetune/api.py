@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from .devices import build_slots
+from .errors import ConfigError
 from .search import Search, SearchConfig, SearchObserver, SearchResult, default_output_dir
 from .space import SearchSpace, load_space
 
@@ -25,6 +25,9 @@ def tune(
     seed: Optional[int] = None,
     passthrough: Optional[Mapping[str, Any]] = None,
     timeout: Optional[float] = None,
+    max_retries: int = 0,
+    kill_grace: float = 5.0,
+    resume: bool = False,
     echo: Optional[Callable[[str], None]] = print,
     observers: Sequence[SearchObserver] = (),
 ) -> SearchResult:
@@ -32,21 +35,26 @@ def tune(
 
     Keyword arguments mirror the CLI options (`rounds` is `--round`); `passthrough` maps the
     CLI's trailing `name value` pairs. `echo=None` keeps the terminal quiet; `observers` are
-    extra views of the search (see `SearchObserver`). Without a seed, a
+    extra views of the search (see `SearchObserver`). `resume=True` continues the search
+    journaled in `output_dir` (which is then required). Without a seed, a
     random one is drawn and kept in the result and the journal, so any search can be repeated.
     """
+    if resume and output_dir is None:
+        raise ConfigError("--resume needs --output_dir: the folder of the search to continue")
     space = load_space(params)
     config = SearchConfig(
         script=Path(script).resolve(),
         space=space,
         output_dir=Path(output_dir) if output_dir is not None else default_output_dir(),
         slots=build_slots(gpu, workers),
-        seed=int(seed) if seed is not None else secrets.randbelow(2**31 - 1) + 1,
+        seed=int(seed) if seed is not None else None,
         popsize=popsize,
         rounds=rounds,
         evaluator=evaluator,
         strategy=tuning_strategy,
         passthrough=[(str(k), str(v)) for k, v in (passthrough or {}).items()],
         timeout=timeout,
+        max_retries=max_retries,
+        kill_grace=kill_grace,
     )
-    return Search(config, echo=echo if echo is not None else (lambda line: None), observers=observers).run()
+    return Search(config, echo=echo if echo is not None else (lambda line: None), observers=observers, resume=resume).run()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import signal
 import sys
 from typing import List, Optional
 
@@ -37,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="CPU slots when there is no GPU (default: one per core)")
     parser.add_argument("--seed", type=int, default=None, help="makes the proposed candidates repeatable")
     parser.add_argument("--timeout", type=float, default=None, help="seconds a trial may run before it is stopped (status timeout)")
+    parser.add_argument("--max_retries", type=int, default=0, help="re-run a failed or timed-out trial up to N more times (default 0)")
+    parser.add_argument("--kill_grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL when a trial is stopped (default 5)")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted search in --output_dir (same command otherwise)")
     parser.add_argument("--version", action="version", version=f"autofinetune {__version__}")
     return parser
 
@@ -50,9 +55,15 @@ def _configure_logging() -> None:
     logger.propagate = False
 
 
+def _terminate_like_ctrl_c(signum: int, frame: object) -> None:
+    """A batch system's SIGTERM gets the same clean stop as Ctrl-C: journal kept, trials stopped."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     _configure_logging()
+    previous_term = signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     try:
         from .api import tune
         from .search import parse_passthrough
@@ -71,12 +82,23 @@ def main(argv: Optional[List[str]] = None) -> int:
             seed=args.seed,
             passthrough=pairs,
             timeout=args.timeout,
+            max_retries=args.max_retries,
+            kill_grace=args.kill_grace,
+            resume=args.resume,
             echo=lambda line: print(line, flush=True),
         )
     except AutofinetuneError as error:
+        if error.exit_code == 130:
+            given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
+            if args.output_dir is None and getattr(error, "output_dir", None):
+                given.append(f"--output_dir={error.output_dir}")
+            print(f"autofinetune: {error}:\n  autofinetune {shlex.join(given + ['--resume'])}", file=sys.stderr)
+            return 130
         print(f"autofinetune: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("autofinetune: interrupted; running trials were stopped", file=sys.stderr)
+    except KeyboardInterrupt:  # before the search started, or a second Ctrl-C
+        print("autofinetune: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     return 0

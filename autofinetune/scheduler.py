@@ -15,12 +15,13 @@ import queue
 import secrets
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 from .devices import Slot
 from .reporting import RESULT_FILE_ENV, TRIAL_TOKEN_ENV
@@ -30,9 +31,18 @@ log = logging.getLogger("autofinetune")
 OK, FAILED, INVALID, TIMEOUT, INTERRUPTED = "ok", "failed", "invalid", "timeout", "interrupted"
 
 
+SUPERVISOR = str(Path(__file__).with_name("_supervisor.py"))
+#: A trial that exits 130 was interrupted (Ctrl-C's conventional status), not failed.
+INTERRUPTED_EXIT_CODES = frozenset({130, -signal.SIGINT})
+
+
 @dataclass
 class TrialSpec:
-    """What to run: the scheduler's whole view of a trial."""
+    """What to run: the scheduler's whole view of a trial.
+
+    The token is the trial's proof of authorship for its result file; the search chooses it
+    (and journals it) so that a result written while the tuner was down can still be trusted.
+    """
 
     key: str
     argv: List[str]
@@ -41,6 +51,54 @@ class TrialSpec:
     cwd: Optional[str] = None
     timeout: Optional[float] = None
     env: Dict[str, str] = field(default_factory=dict)
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """A process group as it can be found again after the tuner died: pid + kernel start time."""
+
+    pid: int
+    start_ticks: Optional[int]
+
+    @classmethod
+    def of(cls, pid: int) -> "ProcessIdentity":
+        return cls(pid, process_start_ticks(pid))
+
+
+def process_start_ticks(pid: int) -> Optional[int]:
+    """Field 22 of /proc/PID/stat: tells a live process from a later one that reused its pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read().decode(errors="replace")
+        return int(text[text.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stop_stale_group(pid: int, start_ticks: Optional[int], grace: float = 2.0) -> bool:
+    """Stop what is left of a trial group from a killed tuner run; True if something was found.
+
+    The group is only signalled when its leader is gone (orphans only) or is provably the same
+    process (same start time), never a newcomer that happens to have the same pid.
+    """
+    leader_ticks = process_start_ticks(pid)
+    if leader_ticks is not None and start_ticks is not None and leader_ticks != start_ticks:
+        return False  # the pid now belongs to someone else
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            os.killpg(pid, 0)
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return True
 
 
 @dataclass
@@ -64,11 +122,11 @@ class _Running:
     spec: TrialSpec
     slot: Slot
     process: subprocess.Popen
-    token: str
     started: float
     deadline: Optional[float]
     stop_reason: Optional[str] = None  # TIMEOUT or INTERRUPTED once we asked it to stop
     kill_at: Optional[float] = None
+    lifeline: Optional[int] = None  # write end of the supervisor's pipe
 
 
 def read_result(result_path: Path, token: Optional[str]) -> "tuple[Optional[Any], str]":
@@ -102,7 +160,8 @@ def judge_score(raw: Any) -> "tuple[Optional[float], str]":
 class LocalScheduler:
     """Child processes on this machine, one per free slot, started the moment a slot frees."""
 
-    def __init__(self, slots: Sequence[Slot], kill_grace: float = 5.0) -> None:
+    def __init__(self, slots: Sequence[Slot], kill_grace: float = 5.0,
+                 on_start: Optional[Callable[[TrialSpec, Slot, ProcessIdentity], None]] = None) -> None:
         if not slots:
             raise ValueError("at least one slot is needed")
         self.slots = list(slots)
@@ -113,6 +172,7 @@ class LocalScheduler:
         self._exits: "queue.Queue[tuple[int, int]]" = queue.Queue()
         self._launching = True
         self._unstarted: List[TrialOutcome] = []  # trials whose process could not even start
+        self._on_start = on_start
 
     # -- public -----------------------------------------------------------------------------
     def submit(self, spec: TrialSpec) -> None:
@@ -162,11 +222,11 @@ class LocalScheduler:
         self._queue.clear()
         return dropped
 
-    def shutdown(self, reason: str = INTERRUPTED) -> List[TrialOutcome]:
+    def shutdown(self, grace: Optional[float] = None) -> List[TrialOutcome]:
         """Stop every running trial's whole process group (TERM, then KILL) and reap it."""
         self.stop_launching()
         for running in self._running.values():
-            self._terminate(running, reason)
+            self._terminate(running, INTERRUPTED, grace)
         outcomes: List[TrialOutcome] = []
         while self._running:
             now = time.monotonic()
@@ -184,7 +244,6 @@ class LocalScheduler:
             self._launch(spec, slot)
 
     def _launch(self, spec: TrialSpec, slot: Slot) -> None:
-        token = secrets.token_hex(16)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             spec.result_path.unlink()
@@ -194,28 +253,40 @@ class LocalScheduler:
         env.update(spec.env)
         env["CUDA_VISIBLE_DEVICES"] = slot.cuda_visible_devices
         env[RESULT_FILE_ENV] = str(spec.result_path)
-        env[TRIAL_TOKEN_ENV] = token
+        env[TRIAL_TOKEN_ENV] = spec.token
         env.setdefault("PYTHONUNBUFFERED", "1")  # logs a user can tail while the trial runs
         started = time.monotonic()
-        with open(spec.log_path, "wb") as log_file:
-            try:
+        # The supervisor holds the read end; the tuner's write end is close-on-exec, so only
+        # this tuner keeps it open, and the kernel closes it however the tuner dies.
+        lifeline_read, lifeline_write = os.pipe()
+        try:
+            with open(spec.log_path, "wb") as log_file:
                 process = subprocess.Popen(
-                    spec.argv,
+                    [sys.executable, "-I", SUPERVISOR, str(lifeline_read), "--", *spec.argv],
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     cwd=spec.cwd,
                     env=env,
                     start_new_session=True,  # own process group: kill the tree, not the tuner
-                    close_fds=True,
+                    pass_fds=(lifeline_read,),
                 )
-            except OSError as error:
-                log_file.write(f"autofinetune: could not start {spec.argv[0]}: {error}\n".encode())
-                self._free.append(slot)
-                self._unstarted.append(TrialOutcome(spec, FAILED, None, None, slot, started, time.monotonic(), f"could not start: {error}"))
-                return
+        except OSError as error:
+            os.close(lifeline_write)
+            try:
+                with open(spec.log_path, "ab") as log_file:
+                    log_file.write(f"autofinetune: could not start {spec.argv[0]}: {error}\n".encode())
+            except OSError:
+                pass
+            self._free.append(slot)
+            self._unstarted.append(TrialOutcome(spec, FAILED, None, None, slot, started, time.monotonic(), f"could not start: {error}"))
+            return
+        finally:
+            os.close(lifeline_read)
         deadline = started + spec.timeout if spec.timeout else None
-        self._running[process.pid] = _Running(spec, slot, process, token, started, deadline)
+        self._running[process.pid] = _Running(spec, slot, process, started, deadline, lifeline=lifeline_write)
+        if self._on_start is not None:
+            self._on_start(spec, slot, ProcessIdentity.of(process.pid))
         threading.Thread(target=self._reap, args=(process,), daemon=True, name=f"reap-{spec.key}").start()
 
     def _reap(self, process: subprocess.Popen) -> None:
@@ -242,6 +313,8 @@ class LocalScheduler:
             return None
         finished = time.monotonic()
         self._kill_group(running.process.pid, signal.SIGKILL)  # leftover grandchildren
+        if running.lifeline is not None:
+            os.close(running.lifeline)
         self._free.append(running.slot)
         status, score, message = self._judge(running, exit_code)
         return TrialOutcome(running.spec, status, score, exit_code, running.slot, running.started, finished, message)
@@ -251,10 +324,12 @@ class LocalScheduler:
             return TIMEOUT, None, f"stopped after the {running.spec.timeout:g} s timeout"
         if running.stop_reason == INTERRUPTED:
             return INTERRUPTED, None, "stopped by the tuner's shutdown"
+        if exit_code in INTERRUPTED_EXIT_CODES:
+            return INTERRUPTED, None, f"the trial exited with status {exit_code} (interrupted)"
         if exit_code != 0:
             how = f"killed by signal {signal.Signals(-exit_code).name}" if exit_code < 0 and -exit_code in signal.valid_signals() else f"exit code {exit_code}"
             return FAILED, None, how
-        raw, why = read_result(running.spec.result_path, running.token)
+        raw, why = read_result(running.spec.result_path, running.spec.token)
         if why:
             return FAILED, None, why
         score, why = judge_score(raw)
@@ -262,10 +337,17 @@ class LocalScheduler:
             return INVALID, None, why
         return OK, score, ""
 
-    def _terminate(self, running: _Running, reason: str) -> None:
+    def kill_now(self) -> None:
+        """The second Ctrl-C: SIGKILL every running group at once, no grace."""
+        self.stop_launching()
+        for running in self._running.values():
+            running.stop_reason = running.stop_reason or INTERRUPTED
+            self._kill_group(running.process.pid, signal.SIGKILL)
+
+    def _terminate(self, running: _Running, reason: str, grace: Optional[float] = None) -> None:
         if running.stop_reason is None:
             running.stop_reason = reason
-            running.kill_at = time.monotonic() + self.kill_grace
+            running.kill_at = time.monotonic() + (self.kill_grace if grace is None else grace)
             self._kill_group(running.process.pid, signal.SIGTERM)
 
     def _enforce_deadlines(self, now: float) -> None:

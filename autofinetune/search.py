@@ -7,8 +7,11 @@ but inside a round the scheduler is a work queue: a freed slot takes the next ca
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import logging
 import os
+import secrets
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,10 +21,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .devices import Slot
-from .errors import ConfigError, SearchFailed
+from .errors import AutofinetuneError, ConfigError, SearchFailed
 from .evaluators import lineage, make_evaluator
 from .records import JOURNAL, Journal, SearchRecords, TrialRecord
-from .scheduler import OK, LocalScheduler, TrialOutcome, TrialSpec
+from .scheduler import (FAILED, INTERRUPTED, INVALID, OK, TIMEOUT, LocalScheduler, ProcessIdentity, TrialOutcome,
+                        TrialSpec, judge_score, read_result, stop_stale_group)
 from .space import SearchSpace
 from .strategies import check_strategy, make_strategy
 
@@ -34,13 +38,15 @@ class SearchConfig:
     space: SearchSpace
     output_dir: Path
     slots: List[Slot]
-    seed: int
+    seed: Optional[int] = None
     popsize: int = 5
     rounds: int = 10
     evaluator: str = "populationbased"
     strategy: str = "pshe2"
     passthrough: List[Tuple[str, str]] = field(default_factory=list)
     timeout: Optional[float] = None
+    max_retries: int = 0
+    kill_grace: float = 5.0
     cwd: str = field(default_factory=os.getcwd)
 
     def validate(self) -> None:
@@ -50,6 +56,10 @@ class SearchConfig:
             raise ConfigError(f"--round={self.rounds}: must be at least 1")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout={self.timeout}: must be a positive number of seconds")
+        if self.max_retries < 0:
+            raise ConfigError(f"--max_retries={self.max_retries}: must be 0 or more")
+        if not self.kill_grace >= 0:
+            raise ConfigError(f"--kill_grace={self.kill_grace}: must be 0 or more seconds")
         check_strategy(self.strategy, self.space.dim, self.popsize)
         make_evaluator(self.evaluator)
         self.command()
@@ -122,24 +132,85 @@ class SearchObserver:
     def on_finish(self, search: "Search", result: Optional["SearchResult"]) -> None: ...
 
 
+@dataclass
+class JournalState:
+    """What a journal says happened: the replay that `--resume` and `summary` build on."""
+
+    config: Optional[Dict[str, Any]] = None
+    queued: Dict[Tuple[int, int], Dict[str, Any]] = field(default_factory=dict)
+    started: Dict[Tuple[int, int], Dict[str, Any]] = field(default_factory=dict)
+    finished: Dict[Tuple[int, int], TrialRecord] = field(default_factory=dict)
+    rounds: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def replay(cls, path: Path) -> "JournalState":
+        state = cls()
+        for event in Journal.read(path):
+            kind = event.get("event")
+            if kind == "start" and state.config is None:
+                state.config = event.get("config")
+            elif kind == "queued":
+                state.queued[(event["round"], event["index"])] = event
+                state.finished.pop((event["round"], event["index"]), None)
+            elif kind == "started":
+                state.started[(event["round"], event["index"])] = event
+            elif kind == "finish":
+                record = TrialRecord.from_json(event["trial"])
+                state.finished[(record.round, record.index)] = record
+            elif kind == "round":
+                state.rounds[event["round"]] = event
+        return state
+
+    @property
+    def last_round(self) -> int:
+        return max(self.rounds) if self.rounds else -1
+
+
+#: What may not change between a search and its --resume, and how to name it to the user.
+RESUME_MUST_MATCH = [
+    ("script", "the training script"),
+    ("space_fingerprint", "the param file (--param_file content)"),
+    ("strategy", "--tuning_strategy"),
+    ("evaluator", "--evaluator"),
+    ("popsize", "--popsize"),
+    ("passthrough", "the trailing 'name value' arguments"),
+]
+
+
+class SearchInterrupted(AutofinetuneError):
+    """Ctrl-C or SIGTERM: the search stopped cleanly and can be resumed."""
+
+    exit_code = 130
+
+
 class Search:
     """One search, run once; `run()` returns a SearchResult or raises SearchFailed."""
 
     def __init__(self, config: SearchConfig, echo: Callable[[str], None] = print,
-                 observers: Sequence[SearchObserver] = ()) -> None:
+                 observers: Sequence[SearchObserver] = (), resume: bool = False) -> None:
+        self.resuming = resume
+        self.echo = echo
+        self.replayed: Optional[JournalState] = None
+        if resume:
+            self.output_dir = config.output_dir.resolve()
+            self.replayed = self._read_journal_for_resume(config)
         config.validate()
         self.config = config
-        self.echo = echo
+        if config.seed is None:
+            config.seed = secrets.randbelow(2**31 - 1) + 1
+        if not resume:
+            self.output_dir = prepare_output_dir(config.output_dir)
         self.space = config.space
-        self.output_dir = prepare_output_dir(config.output_dir)
         self.strategy = make_strategy(config.strategy, self.space.dim, self.space.init_unit(), config.popsize, config.seed)
         self.evaluator = make_evaluator(config.evaluator)
         self.records = SearchRecords(self.output_dir, self.space.names, header=self._header())
         self.journal = Journal(self.output_dir / JOURNAL)
-        self.scheduler = LocalScheduler(config.slots)
+        self.scheduler = LocalScheduler(config.slots, kill_grace=config.kill_grace, on_start=self._on_process_start)
         self.started = time.monotonic()
         self.observers: List[SearchObserver] = list(observers)
         self.round_index = 0
+        self._specs: Dict[str, Tuple[TrialRecord, TrialSpec]] = {}
+        self._extra_argv: Dict[str, List[str]] = {}
 
     def _notify(self, hook: str, *args: Any) -> None:
         for observer in list(self.observers):
@@ -157,37 +228,83 @@ class Search:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> SearchResult:
         c = self.config
-        self.journal.append("start", time=time.time(), config=self._config_json())
-        self.echo(f"Tuning {c.script} over {', '.join(self.space.names)}: {c.popsize} candidates x {c.rounds} rounds "
+        start_round, done = 0, {}
+        if self.resuming:
+            start_round, done = self._restore()
+            self.journal.append("resume", time=time.time(), config=self._config_json())
+        else:
+            self.journal.append("start", time=time.time(), config=self._config_json())
+        self.echo(f"{'Resuming' if self.resuming else 'Tuning'} {c.script} over {', '.join(self.space.names)}: {c.popsize} candidates x {c.rounds} rounds "
                   f"on {len(c.slots)} slot(s) [{', '.join(s.label for s in c.slots)}], seed {c.seed}, output {self.output_dir}")
         self._notify("on_start")
         result: Optional[SearchResult] = None
         try:
-            for round_index in range(c.rounds):
+            for round_index in range(start_round, c.rounds):
                 self.round_index = round_index
-                self._run_round(round_index)
+                self._run_round(round_index, done if round_index == start_round else {})
             result = self._finish()
             return result
-        except BaseException:
-            for outcome in self.scheduler.shutdown():
-                self.journal.append("interrupted", key=outcome.spec.key)
-            raise
+        except KeyboardInterrupt:
+            self._stop_running_trials()
+            interrupted = SearchInterrupted(
+                f"interrupted; {len(self.records.trials)} finished trial(s) are saved in {self.output_dir}; "
+                f"continue with the same command plus --resume")
+            interrupted.output_dir = str(self.output_dir)
+            raise interrupted from None
+        except OSError as error:
+            if not self._is_output_error(error):
+                raise
+            self._stop_running_trials()
+            raise OutputError(
+                f"cannot write to {self.output_dir} ({error.strerror or error}); every finished trial is in the journal; "
+                f"free space or fix permissions, then rerun the same command with --resume") from None
         finally:
             self.journal.close()
             self._notify("on_finish", result)
 
-    def _run_round(self, round_index: int) -> None:
+    def _stop_running_trials(self) -> None:
+        """Stop launching, TERM every running trial group, KILL after a short grace.
+
+        A second Ctrl-C while waiting kills them at once. Stopped trials are journaled as
+        interrupted so --resume runs them again.
+        """
+        try:
+            outcomes = self.scheduler.shutdown(grace=min(self.config.kill_grace, 3.0))
+        except KeyboardInterrupt:
+            self.scheduler.kill_now()
+            outcomes = self.scheduler.shutdown(grace=0.0)
+        for outcome in outcomes:
+            record, _ = self._specs[outcome.spec.key]
+            try:
+                self.journal.append("interrupted", round=record.round, index=record.index, status=outcome.status)
+            except OSError:
+                pass
+
+    def _is_output_error(self, error: OSError) -> bool:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
+            return True
+        name = getattr(error, "filename", None)
+        return bool(name) and str(name).startswith(str(self.output_dir))
+
+    def _run_round(self, round_index: int, done: Dict[int, TrialRecord]) -> None:
         points = self.strategy.ask()
         round_dir = self.output_dir / f"round{round_index}"
         round_dir.mkdir(exist_ok=True)
         pending: Dict[str, TrialRecord] = {}
         for index, point in enumerate(points):
+            if index in done:
+                if not np.allclose(done[index].point, point):
+                    log.warning("round %d trial %d: the strategy proposes a different point than before the interruption; keeping the finished trial", round_index, index)
+                continue
             record = self._launch(round_index, index, point, round_dir)
-            pending[f"r{round_index}-i{index}"] = record
-        finished: List[TrialRecord] = []
+            pending[record_key(round_index, index)] = record
+        finished: List[TrialRecord] = list(done.values())
         while pending:
             for outcome in self.scheduler.wait_any():
-                record = pending.pop(outcome.spec.key)
+                record = pending[outcome.spec.key]
+                if self._maybe_retry(record, outcome):
+                    continue
+                del pending[outcome.spec.key]
                 self._complete(record, outcome)
                 finished.append(record)
         finished.sort(key=lambda t: t.index)
@@ -205,19 +322,50 @@ class Search:
     def _launch(self, round_index: int, index: int, point: np.ndarray, round_dir: Path) -> TrialRecord:
         params = self.space.decode(point)
         model_dir = round_dir / f"model-{index}"
-        model_dir.mkdir(exist_ok=True)
         plan = self.evaluator.plan(round_index, index)
-        argv = (self.config.command() + self.space.argv(params) + [f"--saved_params_dir={model_dir}"]
-                + plan.extra_argv + [f"--{k}={v}" for k, v in self.config.passthrough])
         record = TrialRecord(round=round_index, index=index, params=params, point=[float(x) for x in point],
-                             status="running", parent=plan.parent, log_path=str(round_dir / f"log-{index}.info"),
-                             model_dir=str(model_dir))
-        spec = TrialSpec(key=f"r{round_index}-i{index}", argv=argv, log_path=Path(record.log_path),
-                         result_path=round_dir / f"result-{index}.json", cwd=self.config.cwd, timeout=self.config.timeout)
-        self.journal.append("launch", round=round_index, index=index, params=params, point=record.point, argv=argv, parent=plan.parent)
-        self.scheduler.submit(spec)
+                             status="queued", parent=plan.parent, model_dir=str(model_dir))
+        self._extra_argv[record_key(round_index, index)] = plan.extra_argv
+        self._submit(record)
         self._notify("on_trial_started", record)
         return record
+
+    def _submit(self, record: TrialRecord) -> None:
+        """Queue one attempt of a trial: a fresh model dir and its own log, journaled first."""
+        round_dir = self.output_dir / f"round{record.round}"
+        model_dir = Path(record.model_dir)
+        if model_dir.exists():  # a retry or a re-run: its earlier attempt never finished ok
+            shutil.rmtree(model_dir, ignore_errors=True)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        suffix = f".retry{record.attempt}" if record.attempt else ""
+        record.log_path = str(round_dir / f"log-{record.index}{suffix}.info")
+        argv = (self.config.command() + self.space.argv(record.params) + [f"--saved_params_dir={model_dir}"]
+                + self._extra_argv.get(record_key(record.round, record.index), []) + [f"--{k}={v}" for k, v in self.config.passthrough])
+        spec = TrialSpec(key=record_key(record.round, record.index), argv=argv, log_path=Path(record.log_path),
+                         result_path=round_dir / f"result-{record.index}.json", cwd=self.config.cwd, timeout=self.config.timeout)
+        self.journal.append("queued", round=record.round, index=record.index, attempt=record.attempt, params=record.params,
+                            point=record.point, argv=argv, parent=record.parent, token=spec.token,
+                            result_path=str(spec.result_path), log_path=record.log_path, model_dir=record.model_dir)
+        self._specs[spec.key] = (record, spec)
+        self.scheduler.submit(spec)
+
+    def _on_process_start(self, spec: TrialSpec, slot: Slot, identity: ProcessIdentity) -> None:
+        record, _ = self._specs[spec.key]
+        record.status = "running"
+        record.slot, record.gpu = slot.label, slot.gpu
+        self.journal.append("started", round=record.round, index=record.index, attempt=record.attempt,
+                            pid=identity.pid, start_ticks=identity.start_ticks, slot=slot.label)
+
+    def _maybe_retry(self, record: TrialRecord, outcome: TrialOutcome) -> bool:
+        if outcome.status not in (FAILED, TIMEOUT) or record.attempt >= self.config.max_retries:
+            return False
+        self.journal.append("retry", round=record.round, index=record.index, attempt=record.attempt,
+                            status=outcome.status, message=outcome.message, log_path=record.log_path)
+        self.echo(f"[round {record.round}] trial {record.index} {outcome.status} ({outcome.message}); "
+                  f"retry {record.attempt + 1} of {self.config.max_retries}, log kept in {record.log_path}")
+        record.attempt += 1
+        self._submit(record)
+        return True
 
     def _complete(self, record: TrialRecord, outcome: TrialOutcome) -> None:
         record.status = outcome.status
@@ -227,19 +375,22 @@ class Search:
         record.slot = outcome.slot.label
         record.gpu = outcome.slot.gpu
         record.message = outcome.message
+        self._record_finished(record)
+
+    def _record_finished(self, record: TrialRecord) -> None:
         self.journal.append("finish", trial=record.to_json())
         is_best = self.records.add(record)
         self.records.write_views()
         if is_best:
             self.records.update_best_model()
-        self._notify("on_trial_finished", record, is_best)
-        params = " ".join(f"{k}={self.space.params[i].format(v)}" for i, (k, v) in enumerate(record.params.items()))
-        if outcome.status == OK:
-            self.echo(f"[round {record.round}] trial {record.index} ok: score {record.score:.6g} in {record.duration:.1f}s on {record.slot}"
+        params = " ".join(f"{p.name}={p.format(record.params[p.name])}" for p in self.space.params)
+        if record.ok:
+            self.echo(f"[round {record.round}] trial {record.index} ok: score {record.score:.6g} in {record.duration or 0:.1f}s on {record.slot}"
                       f"{' (new best)' if is_best else ''}: {params}")
         else:
             print(f"WARNING:Program which was ran with hyperparameters as {params} was crashed!", file=sys.stderr, flush=True)
-            self.echo(f"[round {record.round}] trial {record.index} {outcome.status}: {outcome.message}; see {record.log_path}")
+            self.echo(f"[round {record.round}] trial {record.index} {record.status}: {record.message}; see {record.log_path}")
+        self._notify("on_trial_finished", record, is_best)
 
     def _finish(self) -> SearchResult:
         best = self.records.best
@@ -262,8 +413,85 @@ class Search:
         c = self.config
         return {"script": str(c.script), "space": self.space.to_json(), "space_fingerprint": self.space.fingerprint(),
                 "space_source": self.space.source, "popsize": c.popsize, "rounds": c.rounds, "evaluator": c.evaluator,
-                "strategy": c.strategy, "seed": c.seed, "passthrough": c.passthrough, "timeout": c.timeout,
-                "slots": [s.label for s in c.slots], "cwd": c.cwd}
+                "strategy": c.strategy, "seed": c.seed, "passthrough": [list(p) for p in c.passthrough], "timeout": c.timeout,
+                "max_retries": c.max_retries, "slots": [s.label for s in c.slots], "cwd": c.cwd}
+
+    # -- resume -----------------------------------------------------------------------------
+    def _read_journal_for_resume(self, config: SearchConfig) -> JournalState:
+        path = self.output_dir / JOURNAL
+        if not path.is_file():
+            raise ConfigError(f"--resume: {path} not found; fix: pass the --output_dir of an earlier search (or drop --resume to start a new one)")
+        state = JournalState.replay(path)
+        if state.config is None:
+            raise ConfigError(f"--resume: {path} has no start record; fix: start a new search in an empty --output_dir")
+        old = state.config
+        new = {"script": str(config.script), "space_fingerprint": config.space.fingerprint(), "strategy": config.strategy,
+               "evaluator": config.evaluator, "popsize": config.popsize, "passthrough": [list(p) for p in config.passthrough]}
+        for key, label in RESUME_MUST_MATCH:
+            if old.get(key) != new[key]:
+                shown_old = old.get("space_source") if key == "space_fingerprint" else old.get(key)
+                shown_new = config.space.source if key == "space_fingerprint" else new[key]
+                raise ConfigError(f"--resume: {label} differs from the interrupted search ({shown_old!r} then, {shown_new!r} now); "
+                                  f"fix: resume with the original settings, or start a new search in another --output_dir")
+        if config.seed is not None and config.seed != old.get("seed"):
+            raise ConfigError(f"--resume: --seed={config.seed} differs from the interrupted search's seed {old.get('seed')}; fix: drop --seed or pass --seed={old.get('seed')}")
+        config.seed = old.get("seed")
+        return state
+
+    def _restore(self) -> Tuple[int, Dict[int, TrialRecord]]:
+        """Rebuild the search from its journal: which round to continue, what is already done."""
+        state = self.replayed
+        assert state is not None
+        for key, event in state.started.items():
+            if key not in state.finished and stop_stale_group(event["pid"], event.get("start_ticks")):
+                self.echo(f"Stopped a leftover process group of round {key[0]} trial {key[1]} from the interrupted run (pid {event['pid']}).")
+        last = state.last_round
+        if last >= 0:
+            self.strategy.load_state_dict(state.rounds[last]["strategy"])
+            self.evaluator.load_state_dict(state.rounds[last]["evaluator"])
+        current = last + 1
+        done: Dict[int, TrialRecord] = {}
+        for (round_index, index), record in sorted(state.finished.items()):
+            if round_index < current:
+                self.records.add(record)
+            elif round_index == current and record.status != INTERRUPTED:
+                self.records.add(record)
+                done[index] = record
+        for (round_index, index), queued in sorted(state.queued.items()):
+            if round_index != current or index in done:
+                continue
+            recovered = self._recover_reported(queued)
+            if recovered is not None:
+                self.journal.append("finish", trial=recovered.to_json())
+                self.records.add(recovered)
+                done[index] = recovered
+        rerun = sum(1 for (r, i) in state.queued if r == current and i not in done)
+        self.echo(f"Resuming from {JOURNAL}: {len(self.records.trials)} finished trial(s) kept, "
+                  f"round {current} continues with {rerun} trial(s) to re-run and {self.config.popsize - len(done) - rerun} still to start.")
+        if self.records.trials:
+            self.records.write_views()
+            if self.records.best is not None:
+                self.records.update_best_model()
+        return current, done
+
+    def _recover_reported(self, queued: Dict[str, Any]) -> Optional[TrialRecord]:
+        """A trial whose result file was complete when the tuner died counts as finished."""
+        raw, why = read_result(Path(queued["result_path"]), queued.get("token"))
+        if why:
+            return None
+        score, why = judge_score(raw)
+        return TrialRecord(round=queued["round"], index=queued["index"], params=queued["params"], point=queued["point"],
+                           status=OK if score is not None else INVALID, score=score, parent=queued.get("parent"),
+                           log_path=queued["log_path"], model_dir=queued["model_dir"], attempt=queued.get("attempt", 0),
+                           message=(why + "; " if why else "") + "exit status unknown: the trial reported before the tuner stopped")
+
+
+def record_key(round_index: int, index: int) -> str:
+    return f"r{round_index}-i{index}"
+
+
+class OutputError(AutofinetuneError):
+    """The output directory stopped accepting writes mid-search (disk full, permissions)."""
 
 
 def parse_passthrough(items: Sequence[str]) -> List[Tuple[str, str]]:

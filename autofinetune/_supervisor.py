@@ -1,0 +1,60 @@
+"""A tiny parent for each trial that takes the trial's whole process group down with the tuner.
+
+Why: if the tuner is killed with SIGKILL it cannot clean up, and PR_SET_PDEATHSIG reaches only
+a direct child, never the DataLoader workers and other grandchildren that hold GPU memory.
+The tuner keeps the write end of a pipe; this supervisor (the leader of the trial's process
+group) waits on the read end, and when it reads end-of-file — which the kernel delivers
+however the tuner died — it SIGKILLs the whole group, itself included.
+
+It runs as a script with the standard library only (started with `python -I`), so it costs a
+bare interpreter start per trial. Usage: `_supervisor.py FD -- ARGV...`. Its exit status is
+the trial's: the same code, or death by the same signal.
+"""
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+
+def _watch_tuner(fd: int) -> None:
+    while True:
+        try:
+            data = os.read(fd, 64)
+        except InterruptedError:
+            continue
+        except OSError:
+            data = b""
+        if not data:  # the tuner is gone: nobody will ever reap or stop this trial
+            os.killpg(0, signal.SIGKILL)
+            return
+
+
+def _ignore(signum, frame) -> None:
+    """Stay alive on TERM/INT so the trial's own exit status reaches the tuner.
+
+    A handler (not SIG_IGN) is used because handlers reset to the default on exec, so the
+    trial itself still receives and handles the signals normally.
+    """
+
+
+def main(argv: list) -> int:
+    fd = int(argv[0])
+    command = argv[2:] if len(argv) > 1 and argv[1] == "--" else argv[1:]
+    signal.signal(signal.SIGTERM, _ignore)
+    signal.signal(signal.SIGINT, _ignore)
+    threading.Thread(target=_watch_tuner, args=(fd,), daemon=True).start()
+    try:
+        child = subprocess.Popen(command, pass_fds=(), close_fds=True)
+    except OSError as error:
+        print(f"autofinetune: could not start {command[0]}: {error}", file=sys.stderr, flush=True)
+        return 127
+    code = child.wait()
+    if code < 0:  # die the way the trial died, so the tuner sees the same signal
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
