@@ -96,3 +96,10 @@ def test_report_writes_atomically_with_token(tmp_path: Path):
     record = json.loads(path.read_text())
     assert record["score"] == 0.8 and record["token"] == "abc"  # the last report wins
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp files left
+
+
+def test_lazy_strategy_registry_matches_the_classes():
+    from autofinetune.strategies import MIN_DIM, STRATEGIES
+    assert set(MIN_DIM) == set(STRATEGIES)
+    for name in STRATEGIES:
+        assert STRATEGIES[name].min_dim == MIN_DIM[name]
