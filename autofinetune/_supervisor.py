@@ -51,8 +51,12 @@ def main(argv: list) -> int:
         return 127
     code = child.wait()
     if code < 0:  # die the way the trial died, so the tuner sees the same signal
-        signal.signal(-code, signal.SIG_DFL)
+        try:
+            signal.signal(-code, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL and SIGSTOP have no handler to reset
+            pass
         os.kill(os.getpid(), -code)
+        return 128 - code  # only reached for a signal that does not end a process
     return code
 
 

@@ -88,16 +88,24 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._handle = open(path, "a", encoding="utf-8")
+        # Unbuffered: a failed write (disk full) leaves nothing pending that a later flush or
+        # close could trip over; each event is one write() of one line.
+        self._fd: Optional[int] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def append(self, event: str, **data: Any) -> None:
-        line = json.dumps({"event": event, **data}, default=_json_default, allow_nan=True)
-        self._handle.write(line + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        if self._fd is None:
+            raise ValueError(f"journal {self.path} is closed")
+        line = (json.dumps({"event": event, **data}, default=_json_default, allow_nan=True) + "\n").encode()
+        view = memoryview(line)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        os.fsync(self._fd)
 
     def close(self) -> None:
-        self._handle.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     @staticmethod
     def read(path: Path) -> Iterator[Dict[str, Any]]:
