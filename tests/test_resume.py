@@ -210,3 +210,30 @@ def test_resume_continues_to_more_rounds_and_refuses_missing_journal(resume_proj
     assert len(json.loads((out / "trials.json").read_text())) == 8
     result = run_cli(_args(resume_project / "elsewhere")[3:] + ["--resume"], cwd=resume_project, env=env)
     assert result.returncode == 2 and "journal.jsonl not found" in result.stderr
+
+
+def test_resume_stops_a_leftover_trial_group_of_the_killed_run(resume_project: Path):
+    """If a trial of the dead tuner is still running (say its supervisor was killed too), resume stops it."""
+    env = dict(os.environ, LEDGER=str(resume_project / "ledger.jsonl"))
+    out = resume_project / "out"
+    result = subprocess.run(_args(out) + ["--round=1"], cwd=resume_project, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    ticks = int(Path(f"/proc/{leftover.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    journal = out / "journal.jsonl"
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    kept = [e for e in events if not (e["event"] == "finish" and e["trial"]["index"] == 1) and e["event"] != "round"]
+    kept.append({"event": "started", "round": 0, "index": 1, "attempt": 0, "pid": leftover.pid, "start_ticks": ticks, "slot": "cpu:0"})
+    journal.write_text("".join(json.dumps(e) + "\n" for e in kept))
+    (out / "round0" / "result-1.json").unlink()  # it had not reported yet
+    try:
+        result = subprocess.run(_args(out) + ["--round=1", "--resume"], cwd=resume_project, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert f"Stopped a leftover process group of round 0 trial 1 from the interrupted run (pid {leftover.pid})" in result.stdout
+        assert leftover.wait(timeout=5) is not None
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
+    rows = json.loads((out / "trials.json").read_text())
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
