@@ -25,7 +25,6 @@ from typing import Any, Optional, Sequence, Tuple
 import cma
 import numpy as np
 
-from ..errors import ConfigError
 from .base import Strategy, losses_with_failures_last
 
 logger = logging.getLogger("autofinetune")
@@ -76,11 +75,11 @@ class HAZero(Strategy):
     def __init__(self, dim: int, init_point: np.ndarray, popsize: int, seed: int) -> None:
         super().__init__(dim, init_point, popsize, seed)
         if self.dim < self.min_dim:
-            # Lazy import: the registry imports this module.
+            # Built directly (not through make_strategy): refuse with the registry's message.
+            # Lazy import, as the registry imports this module.
             from . import check_strategy
 
             check_strategy(self.name, self.dim, self.popsize)
-            raise ConfigError(f"hazero needs two or more hyperparameters, got {self.dim}")
         # cma needs at least two candidates per generation; popsize 1 is served in chunks.
         self._cma_popsize = max(2, self.popsize)
         if self.popsize < default_popsize(self.dim):
