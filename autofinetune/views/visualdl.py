@@ -1,0 +1,211 @@
+"""VisualDL logs of a search: the original's tags plus VisualDL's hyper-parameter view.
+
+Layout under `<output_dir>/visualization` (open it with `visualdl --logdir <that folder>`):
+
+* `visualization/` — `hyperparameter_tuning/<name>`: the best-so-far trial's value of each
+  hyperparameter, and `hyperparameter_tuning/best_eval_value`: the best score so far; one value
+  per round, step = round number (the original's tags, SPEC A7).
+* `visualization/pop_<i>/` — `population_transformation/<name>` and
+  `population_transformation/eval_value`: candidate i's trial of each round, step = round.
+* `visualization/trials/round<r>-trial<i>/` — one VisualDL run per finished trial holding an
+  `add_hparams` record (its hyperparameters) and its score as the scalar `hparams/eval_value`:
+  this is what fills the HYPER PARAMETERS tab (table, parallel coordinates, scatter). VisualDL
+  reads one hparams record per run, hence one small folder per trial.
+
+Value types: int and float hyperparameters are logged as floats; a choice is logged as its
+string in the hparams view, and in the scalar tags as its number when the choice is numeric,
+otherwise as its position in `values` (scalars must be numbers).
+
+Failed trials (failed, timeout, invalid, interrupted) have no score, and the original's habit of
+scoring them 0.0 is exactly what SPEC A8 forbids, so no score is invented for them: their
+`population_transformation/<name>` values are logged (they were tried), their
+`population_transformation/eval_value` step is left out, and in the hparams view they appear
+with their hyperparameters, `status` = the failure and no `hparams/eval_value` (VisualDL shows
+the metric as empty). `hyperparameter_tuning/*` is written from the first round that has a
+successful trial on. Every hparams record carries `status` ("ok" or the failure) so the table
+can be sorted by it.
+
+Everything is written from the tuner's process only (VisualDL crashes when two processes create
+the same new log folder at once), folders are created before any trial could need them, and
+each write is flushed at once so `visualdl --logdir` shows the search live. `visualdl` is
+imported on the search's start, not at `import autofinetune`; note that `import visualdl`
+itself creates `~/.visualdl/` (its config folder) in the user's home.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+
+from ..search import SearchObserver
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..records import TrialRecord
+    from ..search import Search, SearchResult
+    from ..space import Param
+
+log = logging.getLogger("autofinetune")
+
+VISUALIZATION = "visualization"
+TUNING_PREFIX = "hyperparameter_tuning/"
+POPULATION_PREFIX = "population_transformation/"
+BEST_EVAL_TAG = TUNING_PREFIX + "best_eval_value"
+EVAL_TAG = POPULATION_PREFIX + "eval_value"
+HPARAM_METRIC = "hparams/eval_value"
+TRIALS_DIR = "trials"
+
+
+def _record_file_name() -> str:
+    """A vdlrecords file name that sorts after any earlier one in the same folder.
+
+    VisualDL reads only the newest `vdlrecords.*` file of each folder (by name); its default
+    name has one-second resolution, so a writer reopened within the same second could hide
+    or be hidden. Nanoseconds keep the order (same digit count until the year 2286).
+    """
+    return f"vdlrecords.{time.time_ns()}.log"
+
+
+def scalar_value(param: "Param", value: Any) -> Optional[float]:
+    """A hyperparameter value as a VisualDL scalar: numbers as floats, other choices by position."""
+    if isinstance(value, (int, float)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    values = getattr(param, "values", None)
+    if values is not None and value in values:
+        return float(values.index(value))
+    return None
+
+
+def hparam_value(param: "Param", value: Any) -> Any:
+    """A hyperparameter value for `add_hparams`: plain Python float or str.
+
+    VisualDL's add_hparams silently drops numpy ints and raises on bools, so everything is cast:
+    ints and floats of int/float parameters to `float`, choices to their string.
+    """
+    if getattr(param, "kind", "") == "choice" or isinstance(value, (str, bool)) or value is None:
+        return param.format(value) if value is not None else ""
+    return float(value)
+
+
+class VisualDLView(SearchObserver):
+    """Writes `<output_dir>/visualization` as trials and rounds finish (see the module doc)."""
+
+    def __init__(self, output_dir: "os.PathLike[str] | str") -> None:
+        self.output_dir = Path(output_dir)
+        self.logdir = self.output_dir / VISUALIZATION
+        self._writer_class: Any = None
+        self._main: Any = None
+        self._pops: Dict[int, Any] = {}
+
+    # -- writers ------------------------------------------------------------------------------
+    def _open(self, folder: Path) -> Any:
+        folder.mkdir(parents=True, exist_ok=True)
+        return self._writer_class(logdir=str(folder), file_name=_record_file_name())
+
+    def _pop(self, index: int) -> Any:
+        if index not in self._pops:
+            self._pops[index] = self._open(self.logdir / f"pop_{index}")
+        return self._pops[index]
+
+    # -- hooks --------------------------------------------------------------------------------
+    def on_start(self, search: "Search") -> None:
+        from visualdl import LogWriter  # lazily: VisualDL is heavy and writes ~/.visualdl
+
+        self._writer_class = LogWriter
+        self.output_dir = Path(search.output_dir)
+        self.logdir = self.output_dir / VISUALIZATION
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        # A resumed search may already have trials: rewrite the round logs from them, because
+        # VisualDL would show only the newest file of each folder (the one opened now).
+        self._main = self._open(self.logdir)
+        for index in range(search.config.popsize):
+            self._pop(index)
+        done = list(search.records.trials)
+        for record in done:
+            if not self._trial_dir(record).is_dir():
+                self._write_trial(search, record)
+        replayed = getattr(search, "replayed", None)  # the journal a resumed search was rebuilt from
+        if replayed is not None and hasattr(replayed, "last_round"):
+            complete = list(range(replayed.last_round + 1))  # rounds whose end the journal recorded
+        else:
+            rounds = sorted({t.round for t in done})
+            complete = [r for r in rounds if len({t.index for t in done if t.round == r}) >= search.config.popsize]
+        for round_index in complete:
+            self._write_round(search, round_index, [t for t in done if t.round == round_index],
+                              [t for t in done if t.round <= round_index])
+
+    def on_trial_finished(self, search: "Search", record: "TrialRecord", is_best: bool) -> None:
+        self._write_trial(search, record)
+
+    def on_round_finished(self, search: "Search", round_index: int, trials: Sequence["TrialRecord"]) -> None:
+        self._write_round(search, round_index, trials, list(search.records.trials))
+
+    def on_finish(self, search: "Search", result: Optional["SearchResult"]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for writer in [self._main, *self._pops.values()]:
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception as error:  # closing must not hide the search's own outcome
+                    log.warning("VisualDL writer for %s did not close cleanly: %s", writer.logdir, error)
+        self._main = None
+        self._pops = {}
+
+    # -- writing ------------------------------------------------------------------------------
+    def _trial_dir(self, record: "TrialRecord") -> Path:
+        suffix = f"-attempt{record.attempt}" if getattr(record, "attempt", 0) else ""
+        return self.logdir / TRIALS_DIR / f"round{record.round}-trial{record.index}{suffix}"
+
+    def _write_trial(self, search: "Search", record: "TrialRecord") -> None:
+        """One VisualDL run per finished trial: its hparams record and its score."""
+        hparams: Dict[str, Any] = {}
+        for param in search.space.params:
+            hparams[param.name] = hparam_value(param, record.params.get(param.name))
+        hparams["status"] = str(record.status)
+        walltime = int(time.time() * 1000)
+        writer = self._open(self._trial_dir(record))
+        try:
+            writer.add_hparams(hparams, [HPARAM_METRIC], walltime=walltime)
+            if record.ok and math.isfinite(record.score):
+                writer.add_scalar(tag=HPARAM_METRIC, value=float(record.score), step=int(record.round), walltime=walltime)
+        finally:
+            writer.close()
+
+    def _write_round(self, search: "Search", round_index: int, trials: Sequence["TrialRecord"],
+                     so_far: List["TrialRecord"]) -> None:
+        step = int(round_index)
+        best = _best(so_far)
+        if best is not None:
+            for param in search.space.params:
+                value = scalar_value(param, best.params.get(param.name))
+                if value is not None:
+                    self._main.add_scalar(tag=TUNING_PREFIX + param.name, value=value, step=step)
+            self._main.add_scalar(tag=BEST_EVAL_TAG, value=float(best.score), step=step)
+            self._main.flush()
+        latest: Dict[int, "TrialRecord"] = {}
+        for record in trials:  # with retries, a candidate's last attempt speaks for it
+            if record.index not in latest or record.attempt >= latest[record.index].attempt:
+                latest[record.index] = record
+        for index, record in sorted(latest.items()):
+            writer = self._pop(int(index))
+            for param in search.space.params:
+                value = scalar_value(param, record.params.get(param.name))
+                if value is not None:
+                    writer.add_scalar(tag=POPULATION_PREFIX + param.name, value=value, step=step)
+            if record.ok and math.isfinite(record.score):
+                writer.add_scalar(tag=EVAL_TAG, value=float(record.score), step=step)
+            writer.flush()
+
+
+def _best(trials: Sequence["TrialRecord"]) -> Optional["TrialRecord"]:
+    """The best successful trial; earlier trials win ties, as in records.better."""
+    best = None
+    for trial in trials:
+        if trial.ok and math.isfinite(trial.score) and (best is None or trial.score > best.score):
+            best = trial
+    return best
