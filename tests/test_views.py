@@ -288,7 +288,7 @@ def test_importing_autofinetune_and_views_loads_no_heavy_library(finished: Path)
 def test_default_observers():
     observers = default_observers("somewhere")
     assert [type(o) for o in observers] == [VisualDLView, ProgressView]
-    assert [type(o) for o in default_observers("somewhere", progress=False)] == [VisualDLView]
+    assert [type(o) for o in default_observers(None, progress=False)] == [VisualDLView]
 
 
 def test_live_progress_line_keeps_search_lines_whole(tmp_path: Path):

@@ -14,9 +14,10 @@ from typing import Any, List
 __all__ = ["default_observers", "ProgressView", "VisualDLView", "main_summary", "main_plot", "summarize"]
 
 
-def default_observers(output_dir: "os.PathLike[str] | str", progress: bool = True) -> list:
+def default_observers(output_dir: "os.PathLike[str] | str | None" = None, progress: bool = True) -> list:
     """The views the CLI attaches: VisualDL logs under `<output_dir>/visualization`, and
-    (unless `progress=False`) the progress line on stdout."""
+    (unless `progress=False`) the progress line on stdout. `output_dir` may be None (the
+    search's default folder): each view takes the search's own folder when it starts."""
     from .progress import ProgressView
     from .visualdl import VisualDLView
 

@@ -93,9 +93,10 @@ def hparam_value(param: "Param", value: Any) -> Any:
 class VisualDLView(SearchObserver):
     """Writes `<output_dir>/visualization` as trials and rounds finish (see the module doc)."""
 
-    def __init__(self, output_dir: "os.PathLike[str] | str") -> None:
-        self.output_dir = Path(output_dir)
-        self.logdir = self.output_dir / VISUALIZATION
+    def __init__(self, output_dir: "os.PathLike[str] | str | None" = None) -> None:
+        # The search's own (resolved) output_dir is used once it starts; None is fine before.
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.logdir = self.output_dir / VISUALIZATION if self.output_dir is not None else None
         self._writer_class: Any = None
         self._main: Any = None
         self._pops: Dict[int, Any] = {}
