@@ -262,7 +262,7 @@ class LocalScheduler:
         try:
             with open(spec.log_path, "wb") as log_file:
                 process = subprocess.Popen(
-                    [sys.executable, "-I", SUPERVISOR, str(lifeline_read), "--", *spec.argv],
+                    [sys.executable, "-I", "-S", SUPERVISOR, str(lifeline_read), "--", *spec.argv],
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,

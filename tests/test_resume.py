@@ -26,9 +26,12 @@ RESUME_TRAIN = textwrap.dedent("""
     a = p.parse_args()
     key = "/".join(a.saved_params_dir.rstrip("/").split("/")[-2:])
     grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    def ticks(pid):
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19])
     def ledger(event):
         with open(os.environ["LEDGER"], "a") as f:
-            f.write(json.dumps({"key": key, "event": event, "pid": os.getpid(), "grandchild": grandchild.pid}) + "\\n")
+            f.write(json.dumps({"key": key, "event": event, "pid": os.getpid(), "grandchild": grandchild.pid,
+                                "ticks": ticks(os.getpid()), "grandchild_ticks": ticks(grandchild.pid)}) + "\\n")
     ledger("start")
     time.sleep(0.15 + 0.25 * a.x)
     with open(os.path.join(a.saved_params_dir, "w.txt"), "w") as f:
@@ -45,12 +48,15 @@ SPACE = textwrap.dedent("""
 """)
 
 
-def _alive(pid: int) -> bool:
+def _alive(process) -> bool:
+    """Is this exact process (pid, start ticks) still running? A reused pid does not count."""
+    pid, ticks = process if isinstance(process, tuple) else (process, None)
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+            fields = handle.read().rsplit(")", 1)[1].split()
     except OSError:
         return False
+    return fields[0] != "Z" and (ticks is None or int(fields[19]) == ticks)
 
 
 def _wait_dead(pids, seconds=5.0):
@@ -100,15 +106,23 @@ def test_sigkill_at_random_moments_then_resume_loses_and_repeats_nothing(resume_
     kills = 0
     for attempt in range(40):
         args = _args(out, strategy) + (["--resume"] if out.exists() else [])
+        lines_before = len(_ledger(ledger_path))
         process = subprocess.Popen(args, cwd=resume_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if kills < 12 and kills % 3 != 2:
+            # kill while trials run: after this run's first launch, at a random moment
+            while process.poll() is None and len(_ledger(ledger_path)) == lines_before:
+                time.sleep(0.01)
+            wait = rng.uniform(0.0, 0.8)
+        else:  # kill anywhere: during start-up, replay or a launch
+            wait = rng.uniform(0.05, 1.5) if kills < 12 else 120
         try:
-            process.wait(timeout=rng.uniform(0.5, 2.5) if kills < 10 else 120)
+            process.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
             kills += 1
             stdout, stderr = process.communicate()
-            seen = {pid for r in _ledger(ledger_path) for pid in (r["pid"], r["grandchild"])}
+            seen = {p for r in _ledger(ledger_path) for p in ((r["pid"], r["ticks"]), (r["grandchild"], r["grandchild_ticks"]))}
             assert _wait_dead(seen) == [], "a trial or grandchild of the killed tuner lived on"
             continue
         stdout, stderr = process.communicate()
@@ -143,7 +157,7 @@ def test_ctrl_c_stops_children_fast_and_resume_finishes(resume_project: Path):
     assert time.monotonic() - sent < 5.0
     assert process.returncode == 130
     assert "--resume" in stderr and "Traceback" not in stderr
-    assert _wait_dead({pid for r in started for pid in (r["pid"], r["grandchild"])}, 1.0) == []
+    assert _wait_dead({p for r in started for p in ((r["pid"], r["ticks"]), (r["grandchild"], r["grandchild_ticks"]))}, 1.0) == []
     journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
     assert any(e["event"] == "interrupted" for e in journal)
     result = subprocess.run(_args(out) + ["--resume"], cwd=resume_project, env=env, capture_output=True, text=True, timeout=120)
