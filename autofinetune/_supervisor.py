@@ -1,14 +1,18 @@
-"""A tiny parent for each trial that takes the trial's whole process group down with the tuner.
+"""A tiny parent for each trial that takes the trial's whole process group down with it.
 
 Why: if the tuner is killed with SIGKILL it cannot clean up, and PR_SET_PDEATHSIG reaches only
 a direct child, never the DataLoader workers and other grandchildren that hold GPU memory.
-The tuner keeps the write end of a pipe; this supervisor (the leader of the trial's process
-group) waits on the read end, and when it reads end-of-file — which the kernel delivers
-however the tuner died — it SIGKILLs the whole group, itself included.
+This supervisor leads the trial's process group and shares a socket pair with the tuner:
 
-It runs as a script with the standard library only (started with `python -I -S`), so it costs a
-bare interpreter start per trial. Usage: `_supervisor.py FD -- ARGV...`. Its exit status is
-the trial's: the same code, or death by the same signal.
+* when it reads end-of-file there — which the kernel delivers however the tuner died — it
+  SIGKILLs the whole group, itself included;
+* when the trial ends, it writes the trial's exit status to the socket and SIGKILLs the group,
+  so grandchildren the trial left behind die in the same instant; no window exists in which
+  the trial is over but its leftovers wait for a tuner that may itself be dying.
+
+It runs as a script with the standard library only (started with `python -I -S`), so it costs
+a bare interpreter start per trial. Usage: `_supervisor.py FD -- ARGV...`. The status line is
+`exit N` or `signal N`.
 """
 import _signal as signal  # the C modules: `signal` and `threading` import enum & co, which
 import _thread  # would double the cost of this per-trial process
@@ -57,15 +61,16 @@ def main(argv: list) -> int:
             break
         except InterruptedError:
             continue
-    if os.WIFSIGNALED(status):  # die the way the trial died, so the tuner sees the same signal
-        signum = os.WTERMSIG(status)
-        try:
-            signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError):  # SIGKILL and SIGSTOP have no handler to reset
-            pass
-        os.kill(os.getpid(), signum)
-        return 128 + signum  # only reached for a signal that does not end a process
-    return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        report = f"signal {os.WTERMSIG(status)}\n"
+    else:
+        report = f"exit {os.WEXITSTATUS(status)}\n"
+    try:
+        os.write(fd, report.encode())
+    except OSError:  # the tuner is gone; the watcher is killing the group already
+        pass
+    os.killpg(0, signal.SIGKILL)  # the trial's leftovers, and this supervisor with them
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
 
 from .devices import build_slots
 from .errors import ConfigError
@@ -30,12 +30,15 @@ def tune(
     resume: bool = False,
     echo: Optional[Callable[[str], None]] = print,
     observers: Sequence[SearchObserver] = (),
+    visualdl: bool = True,
+    progress: bool = False,
 ) -> SearchResult:
     """Tune `script` over `params` (an hparam.yaml path, a SearchSpace or a param_list).
 
     Keyword arguments mirror the CLI options (`rounds` is `--round`); `passthrough` maps the
     CLI's trailing `name value` pairs. `echo=None` keeps the terminal quiet; `observers` are
-    extra views of the search (see `SearchObserver`). `resume=True` continues the search
+    extra views of the search (see `SearchObserver`); `visualdl` writes the VisualDL logs
+    under `<output_dir>/visualization` and `progress` shows a live progress line. `resume=True` continues the search
     journaled in `output_dir` (which is then required). Without a seed, a
     random one is drawn and kept in the result and the journal, so any search can be repeated.
     """
@@ -57,4 +60,11 @@ def tune(
         max_retries=max_retries,
         kill_grace=kill_grace,
     )
-    return Search(config, echo=echo if echo is not None else (lambda line: None), observers=observers, resume=resume).run()
+    views: List[SearchObserver] = []
+    if visualdl or progress:
+        from .views.progress import ProgressView
+        from .views.visualdl import VisualDLView
+
+        views += [VisualDLView()] if visualdl else []
+        views += [ProgressView()] if progress else []
+    return Search(config, echo=echo if echo is not None else (lambda line: None), observers=[*views, *observers], resume=resume).run()

@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrors(
         prog="autofinetune",
         description="Tune the hyperparameters of a training script (PaddleHub AutoDL Finetuner compatible).",
-        epilog="Trailing 'name value' pairs (e.g. max_seq_len 128) reach every trial as --name=value, placed last.",
+        epilog="Trailing 'name value' pairs (e.g. max_seq_len 128) reach every trial as --name=value, placed last. "
+               "Also: 'autofinetune summary OUTPUT_DIR [--format json]' and 'autofinetune plot OUTPUT_DIR'.",
     )
     parser.add_argument("script", help="the training script (a .py runs with this Python; anything else must be executable)")
     parser.add_argument("passthrough", nargs="*", metavar="name value", help="options passed unchanged to every trial")
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_retries", type=int, default=0, help="re-run a failed or timed-out trial up to N more times (default 0)")
     parser.add_argument("--kill_grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL when a trial is stopped (default 5)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted search in --output_dir (same command otherwise)")
+    parser.add_argument("--no_progress", action="store_true", help="no live progress line (plain per-trial lines only)")
     parser.add_argument("--version", action="version", version=f"autofinetune {__version__}")
     return parser
 
@@ -60,7 +62,22 @@ def _terminate_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+SUBCOMMANDS = ("summary", "plot")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["summary"] or argv[:1] == ["plot"]:
+        # `autofinetune summary OUT` / `plot OUT`; a training script named so runs as ./summary
+        from . import views
+
+        _configure_logging()
+        command = views.main_summary if argv[0] == "summary" else views.main_plot
+        try:
+            return command(argv[1:])
+        except AutofinetuneError as error:
+            print(f"autofinetune: error: {error}", file=sys.stderr)
+            return error.exit_code
     args = build_parser().parse_intermixed_args(argv)
     _configure_logging()
     previous_term = signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
@@ -86,10 +103,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             kill_grace=args.kill_grace,
             resume=args.resume,
             echo=lambda line: print(line, flush=True),
+            progress=not args.no_progress,
         )
     except AutofinetuneError as error:
         if error.exit_code == 130:
-            given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
+            given = [a for a in argv if a != "--resume"]
             if args.output_dir is None and getattr(error, "output_dir", None):
                 given.append(f"--output_dir={error.output_dir}")
             print(f"autofinetune: {error}:\n  autofinetune {shlex.join(given + ['--resume'])}", file=sys.stderr)

@@ -55,7 +55,7 @@ class PopulationBased(Evaluator):
     choice is deterministic (the original went through an unordered set). Candidate i of the
     next round resumes from parent i mod len(parents) with `--model_path=DIR --epochs=1`. A
     parent is only a model dir its trial finished writing: a crashed, timed-out or invalid trial,
-    or one whose dir vanished, never is. A round with no success keeps the previous parents.
+    or one whose dir is gone or empty, never is. A round with no success keeps the previous parents.
     """
 
     name = "populationbased"
@@ -72,7 +72,7 @@ class PopulationBased(Evaluator):
         return TrialPlan([f"--model_path={parent['model_dir']}", f"--epochs={self.resume_epochs}"], dict(parent))
 
     def observe(self, round_index: int, trials: Sequence[TrialRecord]) -> List[str]:
-        usable = [t for t in trials if t.ok and os.path.isdir(t.model_dir)]
+        usable = [t for t in trials if t.ok and _holds_a_model(t.model_dir)]
         if not usable:
             if self.parents:
                 return [f"No trial of round {round_index} succeeded: round {round_index + 1} resumes from the parents of round {self.parent_round} again."]
@@ -89,6 +89,16 @@ class PopulationBased(Evaluator):
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.parents = [dict(p) for p in state.get("parents", [])]
         self.parent_round = state.get("parent_round")
+
+
+def _holds_a_model(model_dir: str) -> bool:
+    """A parent must have left something to resume from; the tuner pre-creates every model dir,
+    so an empty one means the trial saved nothing (or deleted what it saved)."""
+    try:
+        with os.scandir(model_dir) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
 
 
 def lineage(trial: TrialRecord, trials: Sequence[TrialRecord], output_dir: str) -> List[str]:

@@ -64,8 +64,13 @@ class TrialRecord:
 
 
 def better(a: TrialRecord, b: Optional[TrialRecord]) -> bool:
-    """Is `a` a strictly better result than `b`? Earlier trials win ties (stable best)."""
-    return a.ok and (b is None or not b.ok or a.score > b.score)
+    """Is `a` a better result than `b`? Ties go to the earlier (round, index), not to whichever
+    finished first, so the best model and its lineage do not depend on timing."""
+    if not a.ok:
+        return False
+    if b is None or not b.ok or a.score > b.score:
+        return True
+    return a.score == b.score and (a.round, a.index) < (b.round, b.index)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -14,6 +14,7 @@ import os
 import queue
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -126,7 +127,26 @@ class _Running:
     deadline: Optional[float]
     stop_reason: Optional[str] = None  # TIMEOUT or INTERRUPTED once we asked it to stop
     kill_at: Optional[float] = None
-    lifeline: Optional[int] = None  # write end of the supervisor's pipe
+    lifeline: Optional[int] = None  # the tuner's end of the socket pair shared with the supervisor
+
+
+def trial_status(lifeline: int, supervisor_code: int) -> int:
+    """The trial's own exit status, as its supervisor reported it before killing the group.
+
+    The supervisor always ends by SIGKILL; if it never reported (it was killed first, e.g. by
+    the tuner's grace-period SIGKILL), its own status is all there is.
+    """
+    os.set_blocking(lifeline, False)
+    try:
+        report = os.read(lifeline, 64).decode(errors="replace").split()
+    except OSError:
+        return supervisor_code
+    if len(report) == 2 and report[1].lstrip("-").isdigit():
+        if report[0] == "exit":
+            return int(report[1])
+        if report[0] == "signal":
+            return -int(report[1])
+    return supervisor_code
 
 
 def read_result(result_path: Path, token: Optional[str]) -> "tuple[Optional[Any], str]":
@@ -256,9 +276,11 @@ class LocalScheduler:
         env[TRIAL_TOKEN_ENV] = spec.token
         env.setdefault("PYTHONUNBUFFERED", "1")  # logs a user can tail while the trial runs
         started = time.monotonic()
-        # The supervisor holds the read end; the tuner's write end is close-on-exec, so only
-        # this tuner keeps it open, and the kernel closes it however the tuner dies.
-        lifeline_read, lifeline_write = os.pipe()
+        # The supervisor holds one end of a socket pair; the tuner's end is close-on-exec, so
+        # only this tuner keeps it open and the kernel closes it however the tuner dies. The
+        # supervisor writes the trial's exit status back on it (see _supervisor.py).
+        lifeline, theirs = socket.socketpair()
+        lifeline_write, lifeline_read = lifeline.detach(), theirs.detach()
         try:
             with open(spec.log_path, "wb") as log_file:
                 process = subprocess.Popen(
@@ -287,10 +309,11 @@ class LocalScheduler:
         self._running[process.pid] = _Running(spec, slot, process, started, deadline, lifeline=lifeline_write)
         if self._on_start is not None:
             self._on_start(spec, slot, ProcessIdentity.of(process.pid))
-        threading.Thread(target=self._reap, args=(process,), daemon=True, name=f"reap-{spec.key}").start()
+        threading.Thread(target=self._reap, args=(process, lifeline_write), daemon=True, name=f"reap-{spec.key}").start()
 
-    def _reap(self, process: subprocess.Popen) -> None:
-        self._exits.put((process.pid, process.wait()))
+    def _reap(self, process: subprocess.Popen, lifeline: int) -> None:
+        code = process.wait()
+        self._exits.put((process.pid, trial_status(lifeline, code)))
 
     def _drain_exits(self, block: bool, timeout: Optional[float] = None) -> List[TrialOutcome]:
         outcomes: List[TrialOutcome] = []

@@ -90,7 +90,7 @@ class SearchResult:
     @property
     def best(self) -> Optional[TrialRecord]:
         ok = [t for t in self.trials if t.ok]
-        return max(ok, key=lambda t: t.score) if ok else None
+        return min(ok, key=lambda t: (-t.score, t.round, t.index)) if ok else None
 
 
 def default_output_dir() -> Path:
@@ -309,8 +309,10 @@ class Search:
                 finished.append(record)
         finished.sort(key=lambda t: t.index)
         self.strategy.tell(points, [t.loss for t in finished])
-        for line in self.evaluator.observe(round_index, finished):
-            self.echo(line)
+        notes = self.evaluator.observe(round_index, finished)
+        if round_index + 1 < self.config.rounds:  # notes speak of the next round: none after the last
+            for line in notes:
+                self.echo(line)
         self.journal.append("round", round=round_index, strategy=self.strategy.state_dict(), evaluator=self.evaluator.state_dict())
         self._notify("on_round_finished", round_index, finished)
         scores = [t.score for t in finished if t.ok]

@@ -194,3 +194,19 @@ def test_disk_full_mid_search_stops_clearly_with_the_journal_intact(tmp_path: Pa
     for event in finished:
         trial = event["trial"]
         assert by_key[(trial["round"], trial["index"])]["score"] == trial["score"]
+
+
+def test_a_trial_that_saves_nothing_is_never_a_parent(tmp_path: Path):
+    result, rows, _ = _search(tmp_path, """
+        if a.x < 0.5:  # the better trials save nothing: resuming from them would be resuming from nothing
+            autofinetune.report_final_result(0.9 - a.x)
+        else:
+            open(os.path.join(a.saved_params_dir, "w"), "w").write("ok")
+            autofinetune.report_final_result(0.5 - a.x / 10)
+    """, popsize=4, rounds=2)
+    assert result.returncode == 0, result.stderr
+    empty = {r["model_dir"] for r in rows if r["round"] == 0 and r["x"] < 0.5}
+    saved = {r["model_dir"] for r in rows if r["round"] == 0 and r["x"] >= 0.5}
+    parents = {r["parent"] for r in rows if r["round"] == 1}
+    assert empty and saved, "the seed should give both kinds of trial"
+    assert parents <= saved

@@ -300,9 +300,6 @@ def test_fulltrail_never_resumes(tmp_path: Path):
     assert s.lineage_printed() is None
 
 
-@pytest.mark.xfail(strict=True, reason="evaluators.PopulationBased.observe announces the fallback for a round "
-                   "that will never run: when the LAST round fails entirely it prints 'round N+1 resumes from ...' "
-                   "although the search stops after round N")
 def test_no_fallback_announced_after_the_last_round(tmp_path: Path, probe: Path):
     s = search(tmp_path, probe, TOY / "hparam.yaml", "--popsize=2", "--round=2", "--seed=2", "crash_rounds", "1")
     announced = [line for line in s.result.stdout.splitlines() if "round 2" in line and ("resume" in line or "scratch" in line)]
