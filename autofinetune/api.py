@@ -28,6 +28,8 @@ def tune(
     max_retries: int = 0,
     kill_grace: float = 5.0,
     resume: bool = False,
+    backend: str = "local",
+    scheduler_address: Optional[str] = None,
     echo: Optional[Callable[[str], None]] = print,
     observers: Sequence[SearchObserver] = (),
     visualdl: bool = True,
@@ -59,6 +61,8 @@ def tune(
         timeout=timeout,
         max_retries=max_retries,
         kill_grace=kill_grace,
+        backend=backend,
+        scheduler_address=scheduler_address,
     )
     views: List[SearchObserver] = []
     if visualdl or progress:

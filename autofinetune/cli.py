@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_retries", type=int, default=0, help="re-run a failed or timed-out trial up to N more times (default 0)")
     parser.add_argument("--kill_grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL when a trial is stopped (default 5)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted search in --output_dir (same command otherwise)")
+    parser.add_argument("--backend", default="local", help="local (default: child processes here) | dask (tasks on a Dask cluster)")
+    parser.add_argument("--scheduler_address", default=None, help="with --backend=dask: the Dask scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--no_progress", action="store_true", help="no live progress line (plain per-trial lines only)")
     parser.add_argument("--version", action="version", version=f"autofinetune {__version__}")
     return parser
@@ -102,6 +104,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             max_retries=args.max_retries,
             kill_grace=args.kill_grace,
             resume=args.resume,
+            backend=args.backend,
+            scheduler_address=args.scheduler_address,
             echo=lambda line: print(line, flush=True),
             progress=not args.no_progress,
         )

@@ -20,11 +20,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .backends import make_scheduler
 from .devices import Slot
 from .errors import AutofinetuneError, ConfigError, SearchFailed
 from .evaluators import lineage, make_evaluator
 from .records import JOURNAL, Journal, SearchRecords, TrialRecord
-from .scheduler import (FAILED, INTERRUPTED, INVALID, OK, TIMEOUT, LocalScheduler, ProcessIdentity, TrialOutcome,
+from .scheduler import (FAILED, INTERRUPTED, INVALID, OK, TIMEOUT, ProcessIdentity, TrialOutcome,
                         TrialSpec, judge_score, read_result, stop_stale_group)
 from .space import SearchSpace
 from .strategies import check_strategy, make_strategy
@@ -47,6 +48,8 @@ class SearchConfig:
     timeout: Optional[float] = None
     max_retries: int = 0
     kill_grace: float = 5.0
+    backend: str = "local"
+    scheduler_address: Optional[str] = None
     cwd: str = field(default_factory=os.getcwd)
 
     def validate(self) -> None:
@@ -205,7 +208,8 @@ class Search:
         self.evaluator = make_evaluator(config.evaluator)
         self.records = SearchRecords(self.output_dir, self.space.names, header=self._header())
         self.journal = Journal(self.output_dir / JOURNAL)
-        self.scheduler = LocalScheduler(config.slots, kill_grace=config.kill_grace, on_start=self._on_process_start)
+        self.scheduler = make_scheduler(config.backend, config.slots, config.kill_grace, on_start=self._on_process_start,
+                                        address=config.scheduler_address)
         self.started = time.monotonic()
         self.observers: List[SearchObserver] = list(observers)
         self.round_index = 0

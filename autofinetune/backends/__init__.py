@@ -1,0 +1,24 @@
+"""Where trials run: on this machine (`local`) or as tasks of a Dask cluster (`dask`).
+
+Every backend offers the LocalScheduler interface (submit, wait_any, shutdown, kill_now,
+stop_launching, queued, running, idle): the search loop does not know which one it drives.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+from ..devices import Slot
+from ..errors import ConfigError
+
+BACKENDS = ("local", "dask")
+
+
+def make_scheduler(backend: str, slots: Sequence[Slot], kill_grace: float, on_start: Optional[Callable[..., None]] = None,
+                   address: Optional[str] = None) -> Any:
+    if backend == "local":
+        from ..scheduler import LocalScheduler
+
+        return LocalScheduler(slots, kill_grace=kill_grace, on_start=on_start)
+    if backend == "dask":
+        raise ConfigError("--backend=dask: not available yet in this version; use --backend=local")
+    raise ConfigError(f"--backend={backend!r}: unknown backend; choose one of {', '.join(BACKENDS)}")
