@@ -280,7 +280,10 @@ class Search:
         for outcome in outcomes:
             record, _ = self._specs[outcome.spec.key]
             try:
-                self.journal.append("interrupted", round=record.round, index=record.index, status=outcome.status)
+                if outcome.status == INTERRUPTED:
+                    self.journal.append("interrupted", round=record.round, index=record.index, status=outcome.status)
+                else:  # it ended on its own while we were stopping: a finished trial is kept
+                    self._complete(record, outcome)
             except OSError:
                 pass
 
