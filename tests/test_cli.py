@@ -103,3 +103,48 @@ def test_lazy_strategy_registry_matches_the_classes():
     assert set(MIN_DIM) == set(STRATEGIES)
     for name in STRATEGIES:
         assert STRATEGIES[name].min_dim == MIN_DIM[name]
+
+
+def test_python_api_returns_the_best_and_every_trial(tmp_path: Path, monkeypatch):
+    import json as _json
+    import autofinetune
+
+    (tmp_path / "train.py").write_text(textwrap.dedent("""
+        import argparse, autofinetune
+        p = argparse.ArgumentParser(); p.add_argument("--x", type=float); p.add_argument("--k", type=int)
+        p.add_argument("--opt"); p.add_argument("--saved_params_dir"); a = p.parse_args()
+        autofinetune.report_final_result(1 - (a.x - 0.2) ** 2 - (a.k - 3) ** 2 / 100 - (0.1 if a.opt == "sgd" else 0))
+    """))
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    result = autofinetune.tune(
+        "train.py",
+        [{"name": "x", "type": "float", "init_value": 0.5, "greater_than": 0, "lower_than": 1},
+         {"name": "k", "type": "int", "init_value": 5, "greater_than": 1, "lower_than": 8},
+         {"name": "opt", "type": "choice", "init_value": "adam", "values": ["adam", "sgd"]}],
+        popsize=3, rounds=2, workers=2, seed=4, output_dir=tmp_path / "api", evaluator="fulltrail", echo=lines.append,
+    )
+    assert len(result.trials) == 6 and result.seed == 4
+    best = max(result.trials, key=lambda t: t.score)
+    assert result.best_score == best.score and result.best_params == best.params
+    assert isinstance(result.best_params["k"], int) and result.best_params["opt"] in ("adam", "sgd")
+    assert result.best_model_dir == (tmp_path / "api" / "best_model").resolve()
+    assert any(line.startswith("The final best eval score is") for line in lines)
+    rows = _json.loads((tmp_path / "api" / "trials.json").read_text())
+    assert sorted(r["score"] for r in rows) == sorted(t.score for t in result.trials)
+    assert (tmp_path / "api" / "visualization").is_dir()  # the API writes the VisualDL logs too
+
+
+def test_summary_and_plot_subcommands(tree: Path):
+    out = tree / "out"
+    assert run_cli(["train.py", "--param_file=hparam.yaml", "--popsize=2", "--round=2", f"--output_dir={out}", "--workers=2"], cwd=tree).returncode == 0
+    result = run_cli(["summary", str(out), "--format", "json"], cwd=tree)
+    assert result.returncode == 0, result.stderr
+    import json as _json
+    summary = _json.loads(result.stdout)
+    assert summary["best"]["score"] == 0.5
+    result = run_cli(["summary", str(tree / "nowhere")], cwd=tree)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    result = run_cli(["plot", str(out), "--output", str(tree / "p.png")], cwd=tree)
+    assert result.returncode == 0, result.stderr
+    assert (tree / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
