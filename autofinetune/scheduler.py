@@ -61,6 +61,8 @@ class ProcessIdentity:
 
     pid: int
     start_ticks: Optional[int]
+    #: The Dask worker whose machine runs the group; None: this machine (see backends/dask.py).
+    worker: Optional[str] = None
 
     @classmethod
     def of(cls, pid: int) -> "ProcessIdentity":
@@ -149,14 +151,26 @@ def trial_status(lifeline: int, supervisor_code: int) -> int:
     return supervisor_code
 
 
+NO_REPORT = "no result reported (report_final_result was never called)"
+
+
 def read_result(result_path: Path, token: Optional[str]) -> "tuple[Optional[Any], str]":
     """The reported score, or None with the reason; a foreign token counts as no report."""
     try:
         with open(result_path, encoding="utf-8") as handle:
-            record = json.load(handle)
+            text = handle.read()
     except FileNotFoundError:
-        return None, "no result reported (report_final_result was never called)"
+        return None, NO_REPORT
     except (OSError, ValueError) as error:
+        return None, f"unreadable result file {result_path}: {error}"
+    return parse_result(text, result_path, token)
+
+
+def parse_result(text: str, result_path: Any, token: Optional[str]) -> "tuple[Optional[Any], str]":
+    """`read_result` for a result file's text read elsewhere (a Dask worker returns it)."""
+    try:
+        record = json.loads(text)
+    except ValueError as error:
         return None, f"unreadable result file {result_path}: {error}"
     if not isinstance(record, dict) or "score" not in record:
         return None, f"result file {result_path} has no 'score'"
@@ -175,6 +189,31 @@ def judge_score(raw: Any) -> "tuple[Optional[float], str]":
     if value > 1.0:
         return None, f"reported score {value!r} is above 1 (scores must lie in (-inf, 1])"
     return value, ""
+
+
+def judge_trial(spec: TrialSpec, exit_code: int, stop_reason: Optional[str],
+                result: Callable[[], "tuple[Optional[Any], str]"]) -> "tuple[str, Optional[float], str]":
+    """A finished trial's status, score and message from how it ended and what it reported.
+
+    `stop_reason` is TIMEOUT or INTERRUPTED when the scheduler stopped it; `result` reads the
+    report (see `read_result`) and is only called for a trial that exited 0 on its own.
+    """
+    if stop_reason == TIMEOUT:
+        return TIMEOUT, None, f"stopped after the {spec.timeout:g} s timeout"
+    if stop_reason == INTERRUPTED:
+        return INTERRUPTED, None, "stopped by the tuner's shutdown"
+    if exit_code in INTERRUPTED_EXIT_CODES:
+        return INTERRUPTED, None, f"the trial exited with status {exit_code} (interrupted)"
+    if exit_code != 0:
+        how = f"killed by signal {signal.Signals(-exit_code).name}" if exit_code < 0 and -exit_code in signal.valid_signals() else f"exit code {exit_code}"
+        return FAILED, None, how
+    raw, why = result()
+    if why:
+        return FAILED, None, why
+    score, why = judge_score(raw)
+    if why:
+        return INVALID, None, why
+    return OK, score, ""
 
 
 class LocalScheduler:
@@ -343,22 +382,11 @@ class LocalScheduler:
         return TrialOutcome(running.spec, status, score, exit_code, running.slot, running.started, finished, message)
 
     def _judge(self, running: _Running, exit_code: int) -> "tuple[str, Optional[float], str]":
-        if running.stop_reason == TIMEOUT:
-            return TIMEOUT, None, f"stopped after the {running.spec.timeout:g} s timeout"
-        if running.stop_reason == INTERRUPTED:
-            return INTERRUPTED, None, "stopped by the tuner's shutdown"
-        if exit_code in INTERRUPTED_EXIT_CODES:
-            return INTERRUPTED, None, f"the trial exited with status {exit_code} (interrupted)"
-        if exit_code != 0:
-            how = f"killed by signal {signal.Signals(-exit_code).name}" if exit_code < 0 and -exit_code in signal.valid_signals() else f"exit code {exit_code}"
-            return FAILED, None, how
-        raw, why = read_result(running.spec.result_path, running.spec.token)
-        if why:
-            return FAILED, None, why
-        score, why = judge_score(raw)
-        if why:
-            return INVALID, None, why
-        return OK, score, ""
+        spec = running.spec
+        return judge_trial(spec, exit_code, running.stop_reason, lambda: read_result(spec.result_path, spec.token))
+
+    def close(self) -> None:
+        """Release what the scheduler holds once the search is over (nothing, for child processes)."""
 
     def kill_now(self) -> None:
         """The second Ctrl-C: SIGKILL every running group at once, no grace."""

@@ -238,8 +238,9 @@ class Search:
             self.journal.append("resume", time=time.time(), config=self._config_json())
         else:
             self.journal.append("start", time=time.time(), config=self._config_json())
+        where = getattr(self.scheduler, "description", None) or f"{len(c.slots)} slot(s) [{', '.join(s.label for s in c.slots)}]"
         self.echo(f"{'Resuming' if self.resuming else 'Tuning'} {c.script} over {', '.join(self.space.names)}: {c.popsize} candidates x {c.rounds} rounds "
-                  f"on {len(c.slots)} slot(s) [{', '.join(s.label for s in c.slots)}], seed {c.seed}, output {self.output_dir}")
+                  f"on {where}, seed {c.seed}, output {self.output_dir}")
         self._notify("on_start")
         result: Optional[SearchResult] = None
         try:
@@ -263,8 +264,11 @@ class Search:
                 f"cannot write to {self.output_dir} ({error.strerror or error}); every finished trial is in the journal; "
                 f"free space or fix permissions, then rerun the same command with --resume") from None
         finally:
-            self.journal.close()
-            self._notify("on_finish", result)
+            try:
+                self.journal.close()
+                self._notify("on_finish", result)
+            finally:
+                self.scheduler.close()
 
     def _stop_running_trials(self) -> None:
         """Stop launching, TERM every running trial group, KILL after a short grace.
@@ -362,8 +366,9 @@ class Search:
         record, _ = self._specs[spec.key]
         record.status = "running"
         record.slot, record.gpu = slot.label, slot.gpu
+        where = {"worker": identity.worker} if identity.worker else {}  # a Dask worker's machine, not this one
         self.journal.append("started", round=record.round, index=record.index, attempt=record.attempt,
-                            pid=identity.pid, start_ticks=identity.start_ticks, slot=slot.label)
+                            pid=identity.pid, start_ticks=identity.start_ticks, slot=slot.label, **where)
 
     def _maybe_retry(self, record: TrialRecord, outcome: TrialOutcome) -> bool:
         if outcome.status not in (FAILED, TIMEOUT) or record.attempt >= self.config.max_retries:
@@ -452,8 +457,9 @@ class Search:
         state = self.replayed
         assert state is not None
         for key, event in state.started.items():
-            if key not in state.finished and stop_stale_group(event["pid"], event.get("start_ticks")):
-                self.echo(f"Stopped a leftover process group of round {key[0]} trial {key[1]} from the interrupted run (pid {event['pid']}).")
+            if key not in state.finished and self._stop_stale(event):
+                where = f" on {event['worker']}" if event.get("worker") else ""
+                self.echo(f"Stopped a leftover process group of round {key[0]} trial {key[1]} from the interrupted run (pid {event['pid']}{where}).")
         last = state.last_round
         if last >= 0:
             self.strategy.load_state_dict(state.rounds[last]["strategy"])
@@ -482,6 +488,13 @@ class Search:
             if self.records.best is not None:
                 self.records.update_best_model()
         return current, done
+
+    def _stop_stale(self, event: Dict[str, Any]) -> bool:
+        """Stop a started-but-unfinished trial's group; one that ran on a Dask worker is never a local pid."""
+        if event.get("worker"):
+            remote = getattr(self.scheduler, "stop_stale_group", None)
+            return bool(remote and remote(event["worker"], event["pid"], event.get("start_ticks")))
+        return stop_stale_group(event["pid"], event.get("start_ticks"))
 
     def _recover_reported(self, queued: Dict[str, Any]) -> Optional[TrialRecord]:
         """A trial whose result file was complete when the tuner died counts as finished."""

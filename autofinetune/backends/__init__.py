@@ -20,5 +20,12 @@ def make_scheduler(backend: str, slots: Sequence[Slot], kill_grace: float, on_st
 
         return LocalScheduler(slots, kill_grace=kill_grace, on_start=on_start)
     if backend == "dask":
-        raise ConfigError("--backend=dask: not available yet in this version; use --backend=local")
+        try:
+            from .dask import DaskScheduler
+        except ImportError as error:
+            if (getattr(error, "name", None) or "").split(".")[0] not in ("dask", "distributed"):
+                raise
+            raise ConfigError("--backend=dask needs Dask, which is not installed; fix: pip install 'autofinetune[dask]'") from None
+
+        return DaskScheduler(slots, kill_grace=kill_grace, on_start=on_start, address=address)
     raise ConfigError(f"--backend={backend!r}: unknown backend; choose one of {', '.join(BACKENDS)}")

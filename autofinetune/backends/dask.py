@@ -1,0 +1,481 @@
+"""Trials as tasks of a Dask cluster (`--backend=dask`): the LocalScheduler interface, scaled out.
+
+Each trial is one Dask task (`dask_task.run_trial`) that takes one unit of a worker resource:
+`GPU` when the search runs on GPUs, `trial` for CPU trials. The cluster's resources decide how
+many trials run at once; Dask queues the rest and starts each as soon as a unit frees.
+
+* `--scheduler_address=tcp://host:8786` connects to a running cluster (SLURM/PBS through
+  dask-jobqueue, Kubernetes through dask-kubernetes, or `dask scheduler` + `dask worker`; see
+  docs/dask.md). Workers are started with `--resources GPU=<gpus>` (or `trial=<n>` for CPU
+  trials) and `--nthreads` at least that number. With such a cluster, the kind of resource is
+  the cluster's: `GPU` if a worker offers it, else `trial`.
+* Without an address, a cluster is started in this process, bound to 127.0.0.1, with one worker
+  per slot (`--gpu` ids or `--workers`), each pinned to its slot's GPU, and closed at the end.
+
+The output directory (logs, models, result files) must be on a filesystem every worker shares
+with the tuner at the same path; each task proves it by opening the log file the tuner created
+and fails the search with a clear error otherwise. Trials run in the worker's environment
+(plus CUDA_VISIBLE_DEVICES, chosen on the worker), and a `.py` script runs with the worker's
+Python. Stopping is done on the worker (see dask_task.py): timeouts there, the tuner's
+shutdown through Dask events, and if the tuner dies its tasks are cancelled and their trial
+groups stopped; if a worker dies, the supervisor's lifeline takes the trial group down.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import secrets
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import distributed
+
+from .. import __version__
+from ..devices import Slot
+from ..errors import ConfigError
+from ..scheduler import (FAILED, INTERRUPTED, NO_REPORT, ProcessIdentity, TrialOutcome, TrialSpec, judge_trial,
+                         parse_result)
+from .dask_task import GPU, TRIAL
+
+log = logging.getLogger("autofinetune")
+
+#: What a cancelled future raises, across distributed versions (asyncio's is a BaseException).
+_CANCELLED = tuple({asyncio.CancelledError, concurrent.futures.CancelledError,
+                    getattr(distributed.client, "FutureCancelledError", concurrent.futures.CancelledError)})
+
+#: Seconds a stopped trial's worker has, beyond the grace, to confirm that its group is gone.
+STOP_SLACK = 15.0
+#: Seconds between reminders that no worker offers the resource the queued trials wait for.
+NO_WORKER_REMINDER = 300.0
+
+
+def _by_value(name: str) -> Callable[..., Any]:
+    """`dask_task.<name>` as Dask ships it: a closure, which cloudpickle sends by value.
+
+    Sent by reference, the function would be imported while the worker reads the message, and
+    a worker without autofinetune would drop its connection to the scheduler (the worker dies,
+    Dask retries elsewhere, and so on). Sent by value, the import happens when the task runs,
+    so the task fails with an ImportError that the tuner turns into one clear error.
+    """
+    def call(*args: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module("autofinetune.backends.dask_task"), name)(*args)
+
+    call.__name__ = call.__qualname__ = f"autofinetune_{name}"  # what the dashboard shows
+    return call
+
+
+class DaskBackendError(ConfigError):
+    """The cluster cannot run the search as set up (no shared filesystem, autofinetune missing)."""
+
+
+@dataclass(frozen=True)
+class WorkerSlot(Slot):
+    """Where a trial ran on a cluster: a GPU id (or CPU position) on one worker."""
+
+    worker: str = ""
+
+    @property
+    def label(self) -> str:
+        where = self.worker.split("://", 1)[-1]
+        return f"{Slot(self.index, self.gpu).label}@{where}" if where else Slot(self.index, self.gpu).label
+
+
+@dataclass
+class _Task:
+    spec: TrialSpec
+    future: Any
+    key: str
+    started: Optional[float] = None  # tuner clock, when the worker said it started
+    slot: Optional[Slot] = None
+    identity: Optional[ProcessIdentity] = None
+
+
+class DaskScheduler:
+    """LocalScheduler's interface over a Dask cluster: submit, wait_any, shutdown, kill_now."""
+
+    def __init__(self, slots: Sequence[Slot], kill_grace: float = 5.0,
+                 on_start: Optional[Callable[[TrialSpec, Slot, ProcessIdentity], None]] = None,
+                 address: Optional[str] = None) -> None:
+        if not slots and address is None:
+            raise ValueError("at least one slot is needed")
+        self.slots = list(slots)
+        self.kill_grace = kill_grace
+        self._on_start = on_start
+        self.run_id = secrets.token_hex(6)
+        self._topic = f"autofinetune-{self.run_id}-started"
+        self._stop_names = {name: f"autofinetune-{self.run_id}-{name}" for name in ("stop", "kill", "grace")}
+        self._tasks: Dict[str, _Task] = {}
+        self._held: List[TrialSpec] = []  # submitted after stop_launching: never sent
+        self._events: "queue.Queue[tuple]" = queue.Queue()
+        self._ready: List[TrialOutcome] = []
+        self._launching = True
+        self._stopping = False
+        self._closed = False
+        self._count = 0
+        self._warned_version = False
+        self._no_worker_since: Optional[float] = None
+        self._reminded_at = 0.0
+        self.cluster: Any = None
+        self.local_slots: Dict[str, List[Any]] = {}
+        self.client = self._start_local_cluster() if address is None else self._connect(address)
+        self._finalizer = weakref.finalize(self, _close_quietly, self.client, self.cluster)  # also runs at exit
+        try:
+            self.resource = self._choose_resource() if address is not None else GPU if any(s.gpu is not None for s in self.slots) else TRIAL
+            self.address = self.client.scheduler.address
+            self.client.subscribe_topic(self._topic, self._on_topic)
+            distributed.Variable(self._stop_names["grace"], client=self.client).set(float(kill_grace))
+            capacity, workers = self._capacity()
+        except BaseException:
+            self._finalizer()
+            raise
+        self.description = (f"Dask cluster {self.address} ({workers} worker(s) with {self.resource}={capacity:g} in all; "
+                            f"each trial takes {self.resource}=1)")
+        if address is not None:
+            self._explain_resources(capacity, workers)
+
+    # -- setting up ----------------------------------------------------------------------------
+    def _start_local_cluster(self) -> Any:
+        """A cluster in this process on 127.0.0.1: one single-thread worker per slot, pinned to its GPU."""
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        resource = GPU if any(s.gpu is not None for s in self.slots) else TRIAL
+        workers = {}
+        for slot in self.slots:
+            name = f"autofinetune-slot{slot.index}"
+            self.local_slots[name] = [slot.index, slot.gpu]
+            workers[name] = {"cls": distributed.Worker, "options": {
+                "nthreads": 1, "resources": {resource: 1}, "host": "127.0.0.1", "memory_limit": 0, "dashboard": False}}
+        scheduler = {"cls": distributed.Scheduler, "options": {
+            "host": "127.0.0.1", "port": 0, "dashboard": False, "dashboard_address": "127.0.0.1:0"}}
+        self.cluster = distributed.SpecCluster(workers=workers, scheduler=scheduler, name="autofinetune")
+        try:
+            return distributed.Client(self.cluster, set_as_default=False)
+        except BaseException:
+            self.cluster.close()
+            raise
+
+    @staticmethod
+    def _connect(address: str) -> Any:
+        """Connect within Dask's connect timeout (distributed.comm.timeouts.connect, 30 s by default)."""
+        try:
+            return distributed.Client(address, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as error:
+            raise ConfigError(f"--scheduler_address={address}: cannot reach the Dask scheduler ({error}); fix: start it "
+                              f"(`dask scheduler`, or a dask-jobqueue/dask-kubernetes cluster) and pass its address, "
+                              f"e.g. tcp://10.0.0.5:8786") from None
+
+    def _workers(self) -> Dict[str, Any]:
+        try:
+            return dict(self.client.scheduler_info(n_workers=-1)["workers"])
+        except TypeError:  # distributed before n_workers=
+            return dict(self.client.scheduler_info()["workers"])
+
+    def _choose_resource(self) -> str:
+        offered = {name for info in self._workers().values() for name in (info.get("resources") or {})}
+        if GPU in offered:
+            return GPU
+        if TRIAL in offered:
+            return TRIAL
+        return GPU if any(s.gpu is not None for s in self.slots) else TRIAL
+
+    def _capacity(self) -> "tuple[float, int]":
+        workers = self._workers()
+        return sum(float((w.get("resources") or {}).get(self.resource, 0)) for w in workers.values()), len(workers)
+
+    def _explain_resources(self, capacity: float, workers: int) -> None:
+        if capacity:
+            log.info("Dask cluster %s: %d worker(s) offer %s=%g in all; each trial takes %s=1",
+                     self.address, workers, self.resource, capacity, self.resource)
+            if any(s.gpu is not None for s in self.slots):
+                if self.resource == GPU:
+                    log.info("GPU ids are chosen on each worker (its CUDA_VISIBLE_DEVICES); --gpu only applies without --scheduler_address")
+                else:
+                    log.warning("the Dask cluster at %s offers no GPU resource: trials run on its CPU workers (trial=1 each, "
+                                "CUDA_VISIBLE_DEVICES empty); start GPU workers with --resources GPU=<gpus per worker>", self.address)
+        else:
+            log.warning("no worker of the Dask cluster at %s offers %s (%d worker(s) now); trials wait until one joins. "
+                        "Start workers with `dask worker %s --resources %s=1 --nthreads 1` (see docs/dask.md)",
+                        self.address, self.resource, workers, self.address, self.resource)
+
+    # -- the interface ---------------------------------------------------------------------------
+    def submit(self, spec: TrialSpec) -> None:
+        if not self._launching:
+            self._held.append(spec)
+            return
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            spec.result_path.unlink()
+        except FileNotFoundError:
+            pass
+        spec.log_path.write_bytes(b"")  # the worker must see this very file: the shared-filesystem check
+        self._count += 1
+        key = f"autofinetune-{self.run_id}-{spec.key}-{self._count}"
+        payload = {"key": key, "argv": list(spec.argv), "python": sys.executable, "cwd": spec.cwd, "env": dict(spec.env),
+                   "log_path": str(spec.log_path), "result_path": str(spec.result_path), "token": spec.token,
+                   "timeout": spec.timeout, "kill_grace": self.kill_grace, "resource": self.resource,
+                   "topic": self._topic, "stop_names": self._stop_names, "local_slots": self.local_slots}
+        future = self.client.submit(_by_value("run_trial"), payload, key=key, pure=False, resources={self.resource: 1})
+        self._tasks[key] = _Task(spec, future, key)
+        future.add_done_callback(lambda _f, key=key: self._events.put(("done", key)))
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for t in self._tasks.values() if t.started is None) + len(self._held)
+
+    @property
+    def running(self) -> int:
+        return sum(1 for t in self._tasks.values() if t.started is not None)
+
+    @property
+    def idle(self) -> bool:
+        return not self._tasks and not self._ready and not self._held
+
+    def running_slots(self) -> Dict[str, Slot]:
+        return {t.spec.key: t.slot for t in self._tasks.values() if t.slot is not None}
+
+    def wait_any(self, timeout: Optional[float] = None) -> List[TrialOutcome]:
+        """Block until at least one trial ends (or `timeout` passes); [] when nothing is running."""
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            outcomes, self._ready = self._ready + self._drain(block=False), []
+            if outcomes or not self._tasks:
+                return outcomes
+            self._remind_if_no_worker()
+            wait = 1.0 if give_up is None else max(0.0, min(1.0, give_up - time.monotonic()))
+            outcomes = self._drain(block=True, timeout=wait)
+            if outcomes:
+                return outcomes
+            if give_up is not None and time.monotonic() >= give_up:
+                return []
+
+    def stop_launching(self) -> List[TrialSpec]:
+        """Start nothing more: cancel the tasks no worker has started; return their specs."""
+        self._launching = False
+        self._ready.extend(self._drain(block=False))  # take in what has arrived: starts, and ends to report
+        dropped = [t for t in self._tasks.values() if t.started is None]
+        for task in dropped:
+            del self._tasks[task.key]
+        if dropped:
+            self._quiet(self.client.cancel, [t.future for t in dropped])
+        held, self._held = self._held, []
+        return [t.spec for t in dropped] + held
+
+    def shutdown(self, grace: Optional[float] = None) -> List[TrialOutcome]:
+        """Stop every running trial's group on its worker (TERM, KILL after the grace) and wait for it."""
+        grace = self.kill_grace if grace is None else grace
+        self._signal_stop(grace)
+        self.stop_launching()
+        outcomes, self._ready = self._ready, []
+        give_up = time.monotonic() + grace + STOP_SLACK
+        while self._tasks and time.monotonic() < give_up:
+            outcomes.extend(self._drain(block=True, timeout=0.5))
+        for task in list(self._tasks.values()):  # its worker never answered: lost or unreachable
+            del self._tasks[task.key]
+            self._quiet(task.future.cancel)
+            now = time.monotonic()
+            outcomes.append(TrialOutcome(task.spec, INTERRUPTED, None, None, task.slot or self._unknown_slot(), task.started or now, now,
+                                         "stopped by the tuner's shutdown; its Dask worker did not confirm the stop"))
+        return outcomes
+
+    def kill_now(self) -> None:
+        """The second Ctrl-C: every running trial group is SIGKILLed on its worker, no grace."""
+        self._signal_stop(0.0, kill=True)
+        self.stop_launching()
+
+    def close(self) -> None:
+        """Stop what still runs, then disconnect (and close the cluster this scheduler started)."""
+        if self._closed:
+            return
+        try:
+            if self._tasks:
+                self.shutdown(grace=min(self.kill_grace, 3.0))
+            for name in ("stop", "kill"):
+                self._quiet(distributed.Event(self._stop_names[name], client=self.client).clear)
+            self._quiet(distributed.Variable(self._stop_names["grace"], client=self.client).delete)
+            self._quiet(self.client.unsubscribe_topic, self._topic)
+        finally:
+            self._closed = True
+            self._finalizer()
+
+    def stop_stale_group(self, worker: str, pid: int, start_ticks: Optional[int]) -> bool:
+        """`--resume`: stop a trial group the killed tuner left on `worker`, if that worker is still here."""
+        if worker not in self._workers():
+            return False  # gone, and its trial groups with it (the supervisor's lifeline)
+        try:
+            answers = self.client.run(_by_value("stop_leftover"), pid, start_ticks, workers=[worker])
+        except Exception as error:  # noqa: BLE001 - resume goes on; the trial is re-run anyway
+            log.warning("could not ask Dask worker %s to stop a leftover trial (pid %d): %s", worker, pid, error)
+            return False
+        return answers.get(worker) is True
+
+    # -- internals -------------------------------------------------------------------------------
+    def _signal_stop(self, grace: float, kill: bool = False) -> None:
+        self._stopping = True
+        try:
+            distributed.Variable(self._stop_names["grace"], client=self.client).set(float(grace))
+            distributed.Event(self._stop_names["stop"], client=self.client).set()
+            if kill:
+                distributed.Event(self._stop_names["kill"], client=self.client).set()
+        except Exception as error:  # noqa: BLE001 - scheduler gone: its workers' tasks are cancelled anyway
+            log.warning("could not tell the Dask cluster to stop the trials (%s); trials whose tasks are cancelled stop on their own", error)
+
+    def _on_topic(self, event: Any) -> None:
+        """Runs in the client's thread: hand the start report to the search's thread."""
+        message = event[1] if isinstance(event, (tuple, list)) and len(event) == 2 else event
+        self._events.put(("started", message))
+
+    def _drain(self, block: bool, timeout: Optional[float] = None) -> List[TrialOutcome]:
+        outcomes: List[TrialOutcome] = []
+        try:
+            item = self._events.get(block=block, timeout=timeout) if block else self._events.get_nowait()
+        except queue.Empty:
+            return outcomes
+        while True:
+            if item[0] == "started":
+                self._started(item[1])
+            else:
+                outcome = self._finish(item[1])
+                if outcome is not None:
+                    outcomes.append(outcome)
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                return outcomes
+
+    def _started(self, message: Dict[str, Any], at: Optional[float] = None) -> None:
+        task = self._tasks.get(message.get("key", ""))
+        if task is None:
+            return  # finished already, or dropped
+        local = self.cluster is not None  # the tuner's own workers: same machine, resume stops them locally
+        identity = ProcessIdentity(int(message["pid"]), message.get("start_ticks"), None if local else message.get("worker"))
+        if task.identity is not None and (task.identity, task.slot) == (identity, self._slot_of(message)):
+            return  # heard already
+        # A first start, or Dask running the task again after its worker was lost: journal where it runs now.
+        if task.identity is not None:
+            log.warning("trial %s: its Dask worker %s was lost; Dask runs it again on %s (log: %s)", task.spec.key,
+                        task.identity.worker or task.slot, message.get("worker"), task.spec.log_path)
+        task.started = time.monotonic() if at is None else at
+        task.slot = self._slot_of(message)
+        task.identity = identity
+        self._no_worker_since = None
+        if self._on_start is not None:
+            self._on_start(task.spec, task.slot, task.identity)
+
+    def _slot_of(self, message: Dict[str, Any]) -> Slot:
+        position, gpu = int(message.get("position") or 0), message.get("gpu")
+        gpu = gpu if gpu is not None and self.resource == GPU else None
+        if self.cluster is not None:
+            return next((s for s in self.slots if s.index == position), Slot(position, gpu))
+        return WorkerSlot(position, gpu, str(message.get("worker") or ""))
+
+    def _unknown_slot(self) -> Slot:
+        return WorkerSlot(0, None, "unknown worker")
+
+    def _finish(self, key: str) -> Optional[TrialOutcome]:
+        task = self._tasks.pop(key, None)
+        if task is None:
+            return None  # dropped by stop_launching
+        finished = time.monotonic()
+        try:
+            result = task.future.result()
+        except _CANCELLED as error:
+            return self._failed(task, finished, f"its Dask task was cancelled ({error})")
+        except ImportError as error:
+            self._abort(f"a Dask worker cannot import autofinetune's trial task ({type(error).__name__}: {error}); fix: install "
+                        f"autofinetune {__version__} in the Python environment of every worker (pip install 'autofinetune[dask]')")
+        except Exception as error:  # noqa: BLE001 - the worker died (KilledWorker) or the task broke
+            return self._failed(task, finished, f"its Dask task failed: {type(error).__name__}: {error}")
+        return self._outcome(task, result, finished)
+
+    def _failed(self, task: _Task, finished: float, message: str) -> TrialOutcome:
+        status = INTERRUPTED if self._stopping else FAILED
+        return TrialOutcome(task.spec, status, None, None, task.slot or self._unknown_slot(), task.started or finished, finished, message)
+
+    def _outcome(self, task: _Task, result: Dict[str, Any], finished: float) -> Optional[TrialOutcome]:
+        state = result.get("state")
+        if result.get("version") != __version__ and not self._warned_version:
+            self._warned_version = True
+            log.warning("Dask worker %s runs autofinetune %s, the tuner %s; install the same version on every worker",
+                        result.get("worker"), result.get("version"), __version__)
+        if state == "not_started":  # it saw the search stopping before it started: --resume runs it
+            return None if self._stopping else TrialOutcome(task.spec, INTERRUPTED, None, None, self._unknown_slot(), finished, finished,
+                                                            "not started: the search was stopping")
+        if state == "no_shared_fs":
+            self._abort(f"Dask worker {result.get('worker')} ({result.get('host')}): {result.get('message')}; fix: put --output_dir "
+                        f"(and the training script) on a shared filesystem (NFS, Lustre, ...) mounted at the same path on every worker")
+        if task.started is None and result.get("pid") is not None:  # the result overtook the start report
+            self._started({**result, "key": task.key}, at=finished - float(result.get("duration") or 0.0))
+        slot = task.slot or self._slot_of(result)
+        started = finished - float(result.get("duration") or 0.0)
+        if state != "exited":
+            return TrialOutcome(task.spec, FAILED, None, None, slot, started, finished, str(result.get("message") or state))
+        spec = task.spec
+        text, error = result.get("result"), result.get("result_error") or ""
+        stop_reason = result.get("stop_reason")
+        if stop_reason == "cancelled":
+            stop_reason = INTERRUPTED
+
+        def report() -> "tuple[Optional[Any], str]":
+            if error:
+                return None, error
+            if text is None:
+                return None, NO_REPORT
+            return parse_result(text, spec.result_path, spec.token)
+
+        exit_code = int(result.get("exit_code", -1))
+        status, score, message = judge_trial(spec, exit_code, stop_reason, report)
+        return TrialOutcome(spec, status, score, exit_code, slot, started, finished, message)
+
+    def _abort(self, message: str) -> None:
+        """A problem of the cluster, not of the candidate: stop everything and fail the search."""
+        self.shutdown(grace=min(self.kill_grace, 3.0))
+        raise DaskBackendError(message)
+
+    def _remind_if_no_worker(self) -> None:
+        if self.running or not self._tasks:
+            self._no_worker_since = None
+            return
+        now = time.monotonic()
+        if self._no_worker_since is None:
+            self._no_worker_since = now
+            return
+        if now - self._no_worker_since < 30.0 or now - self._reminded_at < NO_WORKER_REMINDER:
+            return
+        self._reminded_at = now
+        capacity, workers = self._capacity()
+        if not capacity:
+            log.warning("%d trial(s) wait for a Dask worker that offers %s; the cluster at %s has %d worker(s) and none does. "
+                        "Start workers with --resources %s=1 (see docs/dask.md)", self.queued, self.resource, self.address, workers, self.resource)
+
+    @staticmethod
+    def _quiet(call: Callable[..., Any], *args: Any) -> None:
+        try:
+            call(*args)
+        except Exception:  # noqa: BLE001 - best effort while stopping
+            pass
+
+
+def _close_quietly(client: Any, cluster: Any) -> None:
+    """Disconnect and close a cluster we started without distributed's shutdown chatter."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        try:
+            client.close(timeout=10)
+        except Exception:  # noqa: BLE001
+            pass
+        if cluster is not None:
+            try:
+                cluster.close(timeout=10)
+            except Exception:  # noqa: BLE001
+                pass
+    finally:
+        logger.setLevel(level)
