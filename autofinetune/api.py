@@ -30,6 +30,7 @@ def tune(
     resume: bool = False,
     backend: str = "local",
     scheduler_address: Optional[str] = None,
+    asynchronous: bool = False,
     echo: Optional[Callable[[str], None]] = print,
     observers: Sequence[SearchObserver] = (),
     visualdl: bool = True,
@@ -39,7 +40,8 @@ def tune(
 
     Keyword arguments mirror the CLI options (`rounds` is `--round`); `passthrough` maps the
     CLI's trailing `name value` pairs. `echo=None` keeps the terminal quiet; `observers` are
-    extra views of the search (see `SearchObserver`); `visualdl` writes the VisualDL logs
+    extra views of the search (see `SearchObserver`); `asynchronous=True` lets each candidate
+    move on as soon as its own trial ends (see `async_search`); `visualdl` writes the VisualDL logs
     under `<output_dir>/visualization` and `progress` shows a live progress line. `resume=True` continues the search
     journaled in `output_dir` (which is then required). Without a seed, a
     random one is drawn and kept in the result and the journal, so any search can be repeated.
@@ -63,6 +65,7 @@ def tune(
         kill_grace=kill_grace,
         backend=backend,
         scheduler_address=scheduler_address,
+        asynchronous=asynchronous,
     )
     views: List[SearchObserver] = []
     if visualdl or progress:
@@ -71,4 +74,10 @@ def tune(
 
         views += [VisualDLView()] if visualdl else []
         views += [ProgressView()] if progress else []
-    return Search(config, echo=echo if echo is not None else (lambda line: None), observers=[*views, *observers], resume=resume).run()
+    search_class = Search
+    if asynchronous:
+        from .async_search import AsyncSearch, check_async
+
+        check_async(tuning_strategy)
+        search_class = AsyncSearch
+    return search_class(config, echo=echo if echo is not None else (lambda line: None), observers=[*views, *observers], resume=resume).run()

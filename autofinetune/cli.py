@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the interrupted search in --output_dir (same command otherwise)")
     parser.add_argument("--backend", default="local", help="local (default: child processes here) | dask (tasks on a Dask cluster)")
     parser.add_argument("--scheduler_address", default=None, help="with --backend=dask: the Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--async", dest="asynchronous", action="store_true",
+                        help="a freed slot starts the candidate's next trial at once instead of waiting for the round's slowest (pshe2 only; not bit-repeatable)")
     parser.add_argument("--no_progress", action="store_true", help="no live progress line (plain per-trial lines only)")
     parser.add_argument("--version", action="version", version=f"autofinetune {__version__}")
     return parser
@@ -106,6 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             resume=args.resume,
             backend=args.backend,
             scheduler_address=args.scheduler_address,
+            asynchronous=args.asynchronous,
             echo=lambda line: print(line, flush=True),
             progress=not args.no_progress,
         )

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .backends import make_scheduler
+from .backends import BACKENDS, make_scheduler
 from .devices import Slot
 from .errors import AutofinetuneError, ConfigError, SearchFailed
 from .evaluators import lineage, make_evaluator
@@ -50,6 +50,7 @@ class SearchConfig:
     kill_grace: float = 5.0
     backend: str = "local"
     scheduler_address: Optional[str] = None
+    asynchronous: bool = False
     cwd: str = field(default_factory=os.getcwd)
 
     def validate(self) -> None:
@@ -63,6 +64,10 @@ class SearchConfig:
             raise ConfigError(f"--max_retries={self.max_retries}: must be 0 or more")
         if not self.kill_grace >= 0:
             raise ConfigError(f"--kill_grace={self.kill_grace}: must be 0 or more seconds")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--backend={self.backend!r}: unknown backend; choose one of {', '.join(BACKENDS)}")
+        if self.scheduler_address and self.backend != "dask":
+            raise ConfigError(f"--scheduler_address={self.scheduler_address} needs --backend=dask; fix: add --backend=dask or drop the address")
         check_strategy(self.strategy, self.space.dim, self.popsize)
         make_evaluator(self.evaluator)
         self.command()
@@ -177,6 +182,7 @@ RESUME_MUST_MATCH = [
     ("evaluator", "--evaluator"),
     ("popsize", "--popsize"),
     ("passthrough", "the trailing 'name value' arguments"),
+    ("asynchronous", "--async"),
 ]
 
 
@@ -244,9 +250,7 @@ class Search:
         self._notify("on_start")
         result: Optional[SearchResult] = None
         try:
-            for round_index in range(start_round, c.rounds):
-                self.round_index = round_index
-                self._run_round(round_index, done if round_index == start_round else {})
+            self._run_rounds(start_round, done)
             result = self._finish()
             return result
         except KeyboardInterrupt:
@@ -296,6 +300,11 @@ class Search:
             return True
         name = getattr(error, "filename", None)
         return bool(name) and str(name).startswith(str(self.output_dir))
+
+    def _run_rounds(self, start_round: int, done: Dict[int, TrialRecord]) -> None:
+        for round_index in range(start_round, self.config.rounds):
+            self.round_index = round_index
+            self._run_round(round_index, done if round_index == start_round else {})
 
     def _run_round(self, round_index: int, done: Dict[int, TrialRecord]) -> None:
         points = self.strategy.ask()
@@ -428,7 +437,8 @@ class Search:
         return {"script": str(c.script), "space": self.space.to_json(), "space_fingerprint": self.space.fingerprint(),
                 "space_source": self.space.source, "popsize": c.popsize, "rounds": c.rounds, "evaluator": c.evaluator,
                 "strategy": c.strategy, "seed": c.seed, "passthrough": [list(p) for p in c.passthrough], "timeout": c.timeout,
-                "max_retries": c.max_retries, "slots": [s.label for s in c.slots], "cwd": c.cwd}
+                "max_retries": c.max_retries, "slots": [s.label for s in c.slots], "cwd": c.cwd,
+                "asynchronous": c.asynchronous}
 
     # -- resume -----------------------------------------------------------------------------
     def _read_journal_for_resume(self, config: SearchConfig) -> JournalState:
@@ -440,9 +450,10 @@ class Search:
             raise ConfigError(f"--resume: {path} has no start record; fix: start a new search in an empty --output_dir")
         old = state.config
         new = {"script": str(config.script), "space_fingerprint": config.space.fingerprint(), "strategy": config.strategy,
-               "evaluator": config.evaluator, "popsize": config.popsize, "passthrough": [list(p) for p in config.passthrough]}
+               "evaluator": config.evaluator, "popsize": config.popsize, "passthrough": [list(p) for p in config.passthrough],
+               "asynchronous": config.asynchronous}
         for key, label in RESUME_MUST_MATCH:
-            if old.get(key) != new[key]:
+            if old.get(key, False if key == "asynchronous" else None) != new[key]:
                 shown_old = old.get("space_source") if key == "space_fingerprint" else old.get(key)
                 shown_new = config.space.source if key == "space_fingerprint" else new[key]
                 raise ConfigError(f"--resume: {label} differs from the interrupted search ({shown_old!r} then, {shown_new!r} now); "
@@ -456,10 +467,7 @@ class Search:
         """Rebuild the search from its journal: which round to continue, what is already done."""
         state = self.replayed
         assert state is not None
-        for key, event in state.started.items():
-            if key not in state.finished and self._stop_stale(event):
-                where = f" on {event['worker']}" if event.get("worker") else ""
-                self.echo(f"Stopped a leftover process group of round {key[0]} trial {key[1]} from the interrupted run (pid {event['pid']}{where}).")
+        self._stop_leftovers(state)
         last = state.last_round
         if last >= 0:
             self.strategy.load_state_dict(state.rounds[last]["strategy"])
@@ -488,6 +496,13 @@ class Search:
             if self.records.best is not None:
                 self.records.update_best_model()
         return current, done
+
+    def _stop_leftovers(self, state: JournalState) -> None:
+        """Stop what still runs of trials the dead tuner started and never saw finish."""
+        for key, event in state.started.items():
+            if key not in state.finished and self._stop_stale(event):
+                where = f" on {event['worker']}" if event.get("worker") else ""
+                self.echo(f"Stopped a leftover process group of round {key[0]} trial {key[1]} from the interrupted run (pid {event['pid']}{where}).")
 
     def _stop_stale(self, event: Dict[str, Any]) -> bool:
         """Stop a started-but-unfinished trial's group; one that ran on a Dask worker is never a local pid."""

@@ -31,6 +31,8 @@ def tree(tmp_path: Path) -> Path:
     (["train.py", "--param_file=hparam.yaml", "--gpu=0,,1"], ["--gpu", "comma-separated"]),
     (["train.py", "--param_file=hparam.yaml", "--workers=0"], ["--workers", "at least 1"]),
     (["train.py", "--param_file=one.yaml", "--tuning_strategy=hazero"], ["HAZero", "two or more", "pshe2"]),
+    (["train.py", "--param_file=hparam.yaml", "--backend=ray"], ["--backend", "ray", "dask"]),
+    (["train.py", "--param_file=hparam.yaml", "--scheduler_address=tcp://127.0.0.1:1"], ["--scheduler_address", "--backend=dask"]),
 ])
 def test_bad_options_one_line(tree: Path, args, words):
     result = run_cli(args + [f"--output_dir={tree / 'out'}"], cwd=tree)

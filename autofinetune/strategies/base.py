@@ -19,6 +19,9 @@ class Strategy(abc.ABC):
     name: str = ""
     #: The smallest search-space dimension the strategy can handle.
     min_dim: int = 1
+    #: Whether `ask_particle` / `tell_particle` exist: candidates that move one at a time, so a
+    #: freed slot can start the next one at once (the asynchronous mode).
+    supports_async: bool = False
 
     def __init__(self, dim: int, init_point: np.ndarray, popsize: int, seed: int) -> None:
         if dim < 1:

@@ -72,6 +72,8 @@ class PSHE2(Strategy):
         self._rng = np.random.Generator(np.random.PCG64(_seed_entropy(self.seed)))
         #: Rounds told so far; the update of round t (t = 1, 2, ...) uses this after increment.
         self._t = 0
+        #: Per-particle rounds told, for the asynchronous mode (`tell_particle`).
+        self._particle_t = [0] * self.popsize
         #: The generation `ask` hands out until the next `tell` (ask is idempotent).
         self._x = self._initial_particles()
         self._v = np.zeros((self.popsize, self.dim))
@@ -162,6 +164,40 @@ class PSHE2(Strategy):
         # Then the random kick towards an edge, and a final clip against rounding.
         self._x = np.clip(self._perturb(moved), 0.0, 1.0)
 
+    # -- asynchronous mode -----------------------------------------------------------------
+    #: Particles are independent but for the shared best, so each may move on its own.
+    supports_async = True
+
+    def ask_particle(self, index: int) -> np.ndarray:
+        """Where particle `index` goes next (its current position until it is told again)."""
+        return self._x[index].copy()
+
+    def tell_particle(self, index: int, point: np.ndarray, loss: Optional[float]) -> None:
+        """Asynchronous PSHE2: update particle `index` alone, the moment its trial ends.
+
+        The same update as `tell` (SPEC A4), with t the particle's own round count and g the
+        best of all results told so far: a freed slot need not wait for the round's slowest
+        trial. The outcome then depends on the order trials finish in, so an asynchronous
+        search is not repeatable to the bit even with a seed.
+        """
+        i = int(index)
+        x = np.clip(np.asarray(point, dtype=float).reshape(self.dim), 0.0, 1.0)
+        loss = _finite_or_none(loss)
+        if loss is not None:
+            if self._pbest_loss[i] is None or loss <= self._pbest_loss[i]:
+                self._pbest_loss[i] = loss
+                self._pbest_x[i] = x
+            if self._gbest_loss is None or loss <= self._gbest_loss:
+                self._gbest_loss = loss
+                self._gbest_x = x.copy()
+        self._particle_t[i] += 1
+        a = self.alpha
+        local_pull = x - self._pbest_x[i] if self._pbest_loss[i] is not None else np.zeros(self.dim)
+        global_pull = x - self._gbest_x if self._gbest_x is not None else np.zeros(self.dim)
+        self._v[i] = (1.0 - 3.0 * a / self._particle_t[i]) * self._v[i] - a * local_pull - a * global_pull
+        moved = np.clip(x + a * self._v[i], 0.0, 1.0)
+        self._x[i] = np.clip(self._perturb(moved), 0.0, 1.0)
+
     # -- persistence -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -174,6 +210,7 @@ class PSHE2(Strategy):
             "alpha": self.alpha,
             "epsilon": self.epsilon,
             "t": self._t,
+            "particle_t": list(self._particle_t),
             "x": self._x.tolist(),
             "v": self._v.tolist(),
             "pbest_x": self._pbest_x.tolist(),
@@ -199,6 +236,7 @@ class PSHE2(Strategy):
         self.alpha = float(state["alpha"])
         self.epsilon = float(state["epsilon"])
         self._t = int(state["t"])
+        self._particle_t = [int(t) for t in state.get("particle_t", [0] * self.popsize)]
         self._x = np.asarray(state["x"], dtype=float).reshape(shape)
         self._v = np.asarray(state["v"], dtype=float).reshape(shape)
         self._pbest_x = np.asarray(state["pbest_x"], dtype=float).reshape(shape)
