@@ -50,6 +50,20 @@ class Strategy(abc.ABC):
         """Restore a state produced by `state_dict` of a strategy built with the same arguments."""
 
 
+    def _check_state(self, state: dict[str, Any], version: int) -> None:
+        """Refuse a state saved by another strategy, format version or search shape."""
+        if state.get("strategy") != self.name or state.get("version") != version:
+            raise ValueError(
+                f"not a {self.name} state (version {version}): "
+                f"strategy={state.get('strategy')!r}, version={state.get('version')!r}"
+            )
+        if (state["dim"], state["popsize"]) != (self.dim, self.popsize):
+            raise ValueError(
+                f"state is for dim={state['dim']}, popsize={state['popsize']}; this strategy "
+                f"has dim={self.dim}, popsize={self.popsize}"
+            )
+
+
 def losses_with_failures_last(losses: Sequence[Optional[float]]) -> np.ndarray:
     """Replace failures (None, NaN) by a loss worse than every success of the generation.
 

@@ -213,16 +213,7 @@ class HAZero(Strategy):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("strategy") != self.name or state.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"not a {self.name} state (version {_STATE_VERSION}): "
-                f"strategy={state.get('strategy')!r}, version={state.get('version')!r}"
-            )
-        if (state["dim"], state["popsize"]) != (self.dim, self.popsize):
-            raise ValueError(
-                f"state is for dim={state['dim']}, popsize={state['popsize']}; this strategy "
-                f"has dim={self.dim}, popsize={self.popsize}"
-            )
+        self._check_state(state, _STATE_VERSION)
         if state.get("cma_version") != cma.__version__:
             logger.warning(
                 "HAZero: resuming a state saved with cma %s under cma %s; the pickled ES may "
