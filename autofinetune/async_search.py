@@ -46,17 +46,11 @@ class AsyncSearch(Search):
             if next_round < rounds:
                 self._launch_next(next_round, index, pending)
         self._announce_complete_rounds()
-        while pending:
-            for outcome in self.scheduler.wait_any():
-                record = pending[outcome.spec.key]
-                if self._maybe_retry(record, outcome):
-                    continue
-                del pending[outcome.spec.key]
-                self._complete(record, outcome)
-                self._tell(record)
-                if record.round + 1 < rounds:
-                    self._launch_next(record.round + 1, record.index, pending)
-                self._announce_complete_rounds()
+        for record in self._finished_trials(pending):
+            self._tell(record)
+            if record.round + 1 < rounds:
+                self._launch_next(record.round + 1, record.index, pending)
+            self._announce_complete_rounds()
 
     def _launch_next(self, round_index: int, index: int, pending: Dict[str, TrialRecord]) -> None:
         self.round_index = max(self.round_index, round_index)

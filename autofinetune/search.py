@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -318,15 +318,7 @@ class Search:
                 continue
             record = self._launch(round_index, index, point, round_dir)
             pending[record_key(round_index, index)] = record
-        finished: List[TrialRecord] = list(done.values())
-        while pending:
-            for outcome in self.scheduler.wait_any():
-                record = pending[outcome.spec.key]
-                if self._maybe_retry(record, outcome):
-                    continue
-                del pending[outcome.spec.key]
-                self._complete(record, outcome)
-                finished.append(record)
+        finished: List[TrialRecord] = list(done.values()) + list(self._finished_trials(pending))
         finished.sort(key=lambda t: t.index)
         self.strategy.tell(points, [t.loss for t in finished])
         notes = self.evaluator.observe(round_index, finished)
@@ -340,6 +332,20 @@ class Search:
             self.echo(f"The local best eval value in the {round_index}-th round is {max(scores)}.")
         else:
             self.echo(f"The local best eval value in the {round_index}-th round is unknown: every trial of the round failed.")
+
+    def _finished_trials(self, pending: Dict[str, TrialRecord]) -> Iterator[TrialRecord]:
+        """Yield trials as they end for good (failed attempts retried, every result recorded).
+
+        `pending` may grow while this runs (the asynchronous mode launches as trials end).
+        """
+        while pending:
+            for outcome in self.scheduler.wait_any():
+                record = pending[outcome.spec.key]
+                if self._maybe_retry(record, outcome):
+                    continue
+                del pending[outcome.spec.key]
+                self._complete(record, outcome)
+                yield record
 
     def _launch(self, round_index: int, index: int, point: np.ndarray, round_dir: Path) -> TrialRecord:
         params = self.space.decode(point)
