@@ -28,7 +28,6 @@ import logging
 import queue
 import secrets
 import sys
-import threading
 import time
 import weakref
 from dataclasses import dataclass
