@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from . import __version__
 from .backends import BACKENDS, make_scheduler
 from .devices import Slot
 from .errors import AutofinetuneError, ConfigError, SearchFailed
@@ -444,7 +445,7 @@ class Search:
                 "space_source": self.space.source, "popsize": c.popsize, "rounds": c.rounds, "evaluator": c.evaluator,
                 "strategy": c.strategy, "seed": c.seed, "passthrough": [list(p) for p in c.passthrough], "timeout": c.timeout,
                 "max_retries": c.max_retries, "slots": [s.label for s in c.slots], "cwd": c.cwd,
-                "asynchronous": c.asynchronous}
+                "asynchronous": c.asynchronous, "version": __version__}
 
     # -- resume -----------------------------------------------------------------------------
     def _read_journal_for_resume(self, config: SearchConfig) -> JournalState:
@@ -467,6 +468,9 @@ class Search:
         if config.seed is not None and config.seed != old.get("seed"):
             raise ConfigError(f"--resume: --seed={config.seed} differs from the interrupted search's seed {old.get('seed')}; fix: drop --seed or pass --seed={old.get('seed')}")
         config.seed = old.get("seed")
+        if old.get("version") != __version__:
+            log.warning("--resume: the search was started with autofinetune %s, this is %s; resuming anyway",
+                        old.get("version", "before 0.1"), __version__)
         return state
 
     def _restore(self) -> Tuple[int, Dict[int, TrialRecord]]:
