@@ -152,18 +152,23 @@ def trial_status(lifeline: int, supervisor_code: int) -> int:
 
 
 NO_REPORT = "no result reported (report_final_result was never called)"
+#: A result file larger than this is not a report (they are a few dozen bytes); reading no
+#: more keeps a lying trial from filling the tuner's memory.
+RESULT_LIMIT = 1 << 20
 
 
 def read_result(result_path: Path, token: Optional[str]) -> "tuple[Optional[Any], str]":
     """The reported score, or None with the reason; a foreign token counts as no report."""
     try:
-        with open(result_path, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(result_path, "rb") as handle:
+            data = handle.read(RESULT_LIMIT + 1)
     except FileNotFoundError:
         return None, NO_REPORT
-    except (OSError, ValueError) as error:
+    except OSError as error:
         return None, f"unreadable result file {result_path}: {error}"
-    return parse_result(text, result_path, token)
+    if len(data) > RESULT_LIMIT:
+        return None, f"result file {result_path} is larger than {RESULT_LIMIT} bytes"
+    return parse_result(data.decode("utf-8", errors="replace"), result_path, token)
 
 
 def parse_result(text: str, result_path: Any, token: Optional[str]) -> "tuple[Optional[Any], str]":

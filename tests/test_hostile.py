@@ -129,6 +129,8 @@ def test_200_mb_of_output_goes_to_the_log_not_the_tuners_memory(tmp_path: Path):
     ("autofinetune.report_final_result(float('inf'))\n", "invalid", None, ["not finite"]),
     ("os.kill(os.getpid(), signal.SIGKILL)\n", "failed", None, ["SIGKILL"]),
     ("raise SystemExit(130)\n", "interrupted", None, ["130"]),
+    ("open(os.environ['AUTOFINETUNE_RESULT_FILE'], 'w').write('{\"score\": 0.5, \"pad\": \"' + 'x' * (2 << 20) + '\"}')\n",
+     "failed", None, ["larger than"]),
 ])
 def test_lying_and_dying_trials_get_honest_statuses(tmp_path: Path, body, status, score, words):
     result, rows, _ = _search(tmp_path, body, "--evaluator=fulltrail", popsize=1)

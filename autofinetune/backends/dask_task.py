@@ -30,13 +30,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import __version__
 from ..reporting import RESULT_FILE_ENV, TRIAL_TOKEN_ENV
-from ..scheduler import INTERRUPTED, SUPERVISOR, TIMEOUT, process_start_ticks, stop_stale_group, trial_status
+from ..scheduler import INTERRUPTED, RESULT_LIMIT, SUPERVISOR, TIMEOUT, process_start_ticks, stop_stale_group, trial_status
 
 #: How long a worker waits to see the log file the tuner created before it concludes that the
 #: output directory is not on a filesystem it shares with the tuner (NFS attribute caches).
 SHARED_FS_WAIT = 10.0
-#: A result file larger than this is not a report (they are a few dozen bytes).
-RESULT_LIMIT = 1 << 20
 #: Seconds between the watcher's long polls of the stop events (each returns at once when set).
 STOP_POLL = 5.0
 
