@@ -222,6 +222,7 @@ class Search:
         self.round_index = 0
         self._specs: Dict[str, Tuple[TrialRecord, TrialSpec]] = {}
         self._extra_argv: Dict[str, List[str]] = {}
+        self._hinted = False  # the missing-option hint is said once per search
 
     def _notify(self, hook: str, *args: Any) -> None:
         for observer in list(self.observers):
@@ -420,7 +421,35 @@ class Search:
         else:
             print(f"WARNING:Program which was ran with hyperparameters as {params} was crashed!", file=sys.stderr, flush=True)
             self.echo(f"[round {record.round}] trial {record.index} {record.status}: {record.message}; see {record.log_path}")
+            self._hint_missing_options(record)
         self._notify("on_trial_finished", record, is_best)
+
+    def _hint_missing_options(self, record: TrialRecord) -> None:
+        """Say once, plainly, when trials die because train.py lacks an option the tuner passes.
+
+        The commonest first-run failure: a script without --model_path/--epochs under the
+        population-based evaluator (the default) crashes in every round after the first.
+        """
+        if record.status != FAILED or self._hinted:
+            return
+        try:
+            with open(record.log_path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - 4096))
+                tail = handle.read().decode(errors="replace")
+        except OSError:
+            return
+        if "unrecognized arguments:" not in tail:
+            return
+        unknown = tail.split("unrecognized arguments:")[-1].strip().splitlines()[0]
+        ours = [a for a in unknown.split() if a.split("=")[0] in ("--model_path", "--epochs", "--saved_params_dir")]
+        if not ours:
+            return
+        self._hinted = True
+        fix = ("add them to its argparse options (see the README's training-script contract)"
+               + (", or run with --evaluator=fulltrail" if any(a.startswith(("--model_path", "--epochs")) for a in ours) else ""))
+        log.warning("%s does not accept %s, which the tuner passes; %s", self.config.script,
+                    ", ".join(sorted({a.split("=")[0] for a in ours})), fix)
 
     def _finish(self) -> SearchResult:
         best = self.records.best

@@ -198,3 +198,19 @@ def test_a_trial_cannot_write_another_trials_result(tmp_path: Path):
     assert result.returncode == 1
     rows = json.loads((tmp_path / "o" / "trials.json").read_text())
     assert rows[0]["status"] == "failed" and "not written by this trial" in rows[0]["message"]
+
+
+def test_a_script_without_model_path_gets_one_clear_hint(tmp_path: Path):
+    (tmp_path / "hparam.yaml").write_text("param_list:\n- {name: x, type: float, init_value: 0.5, greater_than: 0, lower_than: 1}\n")
+    (tmp_path / "train.py").write_text(textwrap.dedent("""
+        import argparse, autofinetune
+        p = argparse.ArgumentParser(); p.add_argument("--x", type=float); p.add_argument("--saved_params_dir")
+        a = p.parse_args()
+        open(a.saved_params_dir + "/m", "w").write("m")
+        autofinetune.report_final_result(a.x)
+    """))
+    result = run_cli(["train.py", "--param_file=hparam.yaml", "--popsize=3", "--round=3", f"--output_dir={tmp_path / 'o'}", "--workers=2", "--seed=1"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # round 0 succeeded; later rounds failed
+    hints = [line for line in result.stderr.splitlines() if "does not accept" in line]
+    assert len(hints) == 1
+    assert "--epochs, --model_path" in hints[0] and "--evaluator=fulltrail" in hints[0]
