@@ -234,10 +234,8 @@ class SearchRecords:
                 log.warning("the best trial's model dir %s is missing; best_model/ holds only its record", source)
                 (staging / "model").mkdir()
             (staging / "model" / ".autofinetune_best.json").write_text(json.dumps(self.row(self.best), default=_json_default) + "\n")
-            retired = None
-            if target.exists():
-                retired = staging / "retired"
-                os.replace(target, retired)
+            if target.exists():  # moved aside, then deleted with the staging folder
+                os.replace(target, staging / "retired")
             os.replace(staging / "model", target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

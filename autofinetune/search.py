@@ -25,7 +25,7 @@ from .backends import BACKENDS, make_scheduler
 from .devices import Slot
 from .errors import AutofinetuneError, ConfigError, SearchFailed
 from .evaluators import lineage, make_evaluator
-from .records import JOURNAL, Journal, SearchRecords, TrialRecord
+from .records import BEST_MODEL, JOURNAL, Journal, SearchRecords, TrialRecord
 from .scheduler import (FAILED, INTERRUPTED, INVALID, OK, TIMEOUT, ProcessIdentity, TrialOutcome,
                         TrialSpec, judge_score, read_result, stop_stale_group)
 from .space import SearchSpace
@@ -90,16 +90,21 @@ class SearchResult:
     """What a finished search found, for the Python API and the CLI's last lines."""
 
     output_dir: Path
-    best_params: Optional[Dict[str, Any]]
-    best_score: Optional[float]
-    best_model_dir: Optional[Path]
+    best: Optional[TrialRecord]
     trials: List[TrialRecord]
     seed: int
 
     @property
-    def best(self) -> Optional[TrialRecord]:
-        ok = [t for t in self.trials if t.ok]
-        return min(ok, key=lambda t: (-t.score, t.round, t.index)) if ok else None
+    def best_params(self) -> Optional[Dict[str, Any]]:
+        return dict(self.best.params) if self.best else None
+
+    @property
+    def best_score(self) -> Optional[float]:
+        return self.best.score if self.best else None
+
+    @property
+    def best_model_dir(self) -> Optional[Path]:
+        return self.output_dir / BEST_MODEL if self.best else None
 
 
 def default_output_dir() -> Path:
@@ -453,17 +458,15 @@ class Search:
 
     def _finish(self) -> SearchResult:
         best = self.records.best
-        c = self.config
-        result = SearchResult(self.output_dir, dict(best.params) if best else None, best.score if best else None,
-                              self.output_dir / "best_model" if best else None, list(self.records.trials), c.seed)
         if best is None:
             first = self.records.ordered()[0]
             raise SearchFailed(f"all {len(self.records.trials)} trials failed (first: {first.message}); see the logs, e.g. {first.log_path}")
+        result = SearchResult(self.output_dir, best, list(self.records.trials), self.config.seed)
         self.echo("The final best hyperparameters:")
         for param in self.space.params:
             self.echo(f"{param.name}={param.format(best.params[param.name])}")
         self.echo(f"The final best eval score is {best.score}.")
-        self.echo(f"The final best model parameters are saved as {self.output_dir / 'best_model'} .")
+        self.echo(f"The final best model parameters are saved as {result.best_model_dir} .")
         if best.parent:
             self.echo(f"The best model's lineage: {' -> '.join(lineage(best, self.records.trials, str(self.output_dir)))}")
         return result
