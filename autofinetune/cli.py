@@ -71,7 +71,7 @@ SUBCOMMANDS = ("summary", "plot")
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["summary"] or argv[:1] == ["plot"]:
+    if argv[:1] and argv[0] in SUBCOMMANDS:
         # `autofinetune summary OUT` / `plot OUT`; a training script named so runs as ./summary
         from . import views
 

@@ -250,13 +250,6 @@ class LocalScheduler:
     def running(self) -> int:
         return len(self._running)
 
-    @property
-    def idle(self) -> bool:
-        return not self._queue and not self._running and not self._unstarted
-
-    def running_slots(self) -> Dict[str, Slot]:
-        return {r.spec.key: r.slot for r in self._running.values()}
-
     def wait_any(self, timeout: Optional[float] = None) -> List[TrialOutcome]:
         """Start what fits, then block until at least one trial ends (or `timeout` passes)."""
         give_up = None if timeout is None else time.monotonic() + timeout

@@ -220,9 +220,6 @@ class SearchSpace:
             params.append(param)
         return cls(params, source=source)
 
-    @classmethod
-    def from_json(cls, entries: List[Dict[str, Any]], source: str = "<journal>") -> "SearchSpace":
-        return cls.from_list([dict(e) for e in entries], source=source)
 
 
 def _describe(value: Any) -> str:

@@ -1,7 +1,7 @@
 """Where trials run: on this machine (`local`) or as tasks of a Dask cluster (`dask`).
 
 Every backend offers the LocalScheduler interface (submit, wait_any, shutdown, kill_now,
-stop_launching, queued, running, idle): the search loop does not know which one it drives.
+stop_launching, close, queued, running): the search loop does not know which one it drives.
 """
 from __future__ import annotations
 

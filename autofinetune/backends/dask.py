@@ -232,13 +232,6 @@ class DaskScheduler:
     def running(self) -> int:
         return sum(1 for t in self._tasks.values() if t.started is not None)
 
-    @property
-    def idle(self) -> bool:
-        return not self._tasks and not self._ready and not self._held
-
-    def running_slots(self) -> Dict[str, Slot]:
-        return {t.spec.key: t.slot for t in self._tasks.values() if t.slot is not None}
-
     def wait_any(self, timeout: Optional[float] = None) -> List[TrialOutcome]:
         """Block until at least one trial ends (or `timeout` passes); [] when nothing is running."""
         give_up = None if timeout is None else time.monotonic() + timeout
