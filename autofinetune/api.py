@@ -1,10 +1,16 @@
-"""The Python API: the same search as the CLI, for notebooks and other tools (SPEC B8)."""
+"""The Python API: the same search as the CLI, for notebooks and other tools.
+
+`tune()`'s options are those of the CLI, by the names of the one option table (options.py),
+so the two cannot drift apart; its docstring lists them from that table.
+"""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from . import options as option_table
 from .devices import build_slots
 from .errors import ConfigError
 from .search import Search, SearchConfig, SearchObserver, SearchResult, default_output_dir
@@ -15,69 +21,47 @@ def tune(
     script: Union[str, "os.PathLike[str]"],
     params: Union[str, "os.PathLike[str]", SearchSpace, Sequence[Mapping[str, Any]]],
     *,
-    popsize: int = 5,
-    rounds: int = 10,
-    output_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
-    evaluator: str = "populationbased",
-    tuning_strategy: str = "pshe2",
-    gpu: Optional[str] = None,
-    workers: Optional[int] = None,
-    seed: Optional[int] = None,
-    passthrough: Optional[Mapping[str, Any]] = None,
-    timeout: Optional[float] = None,
-    max_retries: int = 0,
-    kill_grace: float = 5.0,
-    resume: bool = False,
-    backend: str = "local",
-    scheduler_address: Optional[str] = None,
-    asynchronous: bool = False,
+    passthrough: Optional[Union[Mapping[str, Any], Sequence[Tuple[str, Any]]]] = None,
     echo: Optional[Callable[[str], None]] = print,
     observers: Sequence[SearchObserver] = (),
     visualdl: bool = True,
     progress: bool = False,
+    **options: Any,
 ) -> SearchResult:
     """Tune `script` over `params` (an hparam.yaml path, a SearchSpace or a param_list).
 
-    Keyword arguments mirror the CLI options (`rounds` is `--round`); `passthrough` maps the
-    CLI's trailing `name value` pairs. `echo=None` keeps the terminal quiet; `observers` are
-    extra views of the search (see `SearchObserver`); `asynchronous=True` lets each candidate
-    move on as soon as its own trial ends (see `async_search`); `visualdl` writes the VisualDL logs
-    under `<output_dir>/visualization` and `progress` shows a live progress line. `resume=True` continues the search
-    journaled in `output_dir` (which is then required). Without a seed, a
-    random one is drawn and kept in the result and the journal, so any search can be repeated.
+    `passthrough` holds the CLI's trailing `name value` pairs. `echo=None` keeps the search
+    silent (its lines and its crash warnings; library warnings still go to the `autofinetune`
+    logger); `observers` are extra views (see `SearchObserver`); `visualdl` writes the VisualDL
+    logs under `<output_dir>/visualization`; `progress` shows a live progress line. Without a
+    seed, one is drawn and kept in the result and the journal, so any search can be repeated.
+
+    Options (keyword arguments, as in the CLI; see docs/architecture.md):
     """
-    if resume and output_dir is None:
+    values = option_table.validate(options)
+    if values["resume"] and values["output_dir"] is None:
         raise ConfigError("--resume needs --output_dir: the folder of the search to continue")
     space = load_space(params)
+    pairs = list(passthrough.items()) if isinstance(passthrough, Mapping) else list(passthrough or [])
     config = SearchConfig(
         script=Path(script).resolve(),
         space=space,
-        output_dir=Path(output_dir) if output_dir is not None else default_output_dir(),
-        slots=build_slots(gpu, workers),
-        seed=int(seed) if seed is not None else None,
-        popsize=popsize,
-        rounds=rounds,
-        evaluator=evaluator,
-        strategy=tuning_strategy,
-        passthrough=[(str(k), str(v)) for k, v in (passthrough or {}).items()],
-        timeout=timeout,
-        max_retries=max_retries,
-        kill_grace=kill_grace,
-        backend=backend,
-        scheduler_address=scheduler_address,
-        asynchronous=asynchronous,
+        output_dir=Path(values["output_dir"]) if values["output_dir"] is not None else default_output_dir(),
+        slots=build_slots(values["gpu"], values["workers"]),
+        options=values,
+        passthrough=[(str(k), str(v)) for k, v in pairs],
     )
     views: List[SearchObserver] = []
-    if visualdl or progress:
-        from .views.progress import ProgressView
+    if visualdl:
         from .views.visualdl import VisualDLView
 
-        views += [VisualDLView()] if visualdl else []
-        views += [ProgressView()] if progress else []
-    search_class = Search
-    if asynchronous:
-        from .async_search import AsyncSearch, check_async
+        views.append(VisualDLView())
+    if progress:
+        from .views.progress import ProgressView
 
-        check_async(tuning_strategy)
-        search_class = AsyncSearch
-    return search_class(config, echo=echo if echo is not None else (lambda line: None), observers=[*views, *observers], resume=resume).run()
+        views.append(ProgressView())
+    warn = (lambda line: print(line, file=sys.stderr, flush=True)) if echo is not None else None
+    return Search(config, echo=echo, observers=[*views, *observers], resume=values["resume"], warn=warn).run()
+
+
+tune.__doc__ = (tune.__doc__ or "") + "\n" + option_table.api_doc() + "\n"

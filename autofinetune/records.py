@@ -16,11 +16,13 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
+
+from .rules import better
+from .runner import Status
 
 log = logging.getLogger("autofinetune")
 
-JOURNAL = "journal.jsonl"
 LOG_FILE = "log_file.txt"
 BEST_MODEL = "best_model"
 
@@ -33,7 +35,7 @@ class TrialRecord:
     index: int
     params: Dict[str, Any]
     point: List[float]
-    status: str = "pending"
+    status: str = Status.QUEUED
     score: Optional[float] = None
     exit_code: Optional[int] = None
     duration: Optional[float] = None
@@ -47,7 +49,7 @@ class TrialRecord:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok" and self.score is not None
+        return self.status == Status.OK and self.score is not None
 
     @property
     def loss(self) -> Optional[float]:
@@ -60,23 +62,28 @@ class TrialRecord:
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "TrialRecord":
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        try:  # one status vocabulary in memory, whatever a journal spelled
+            record.status = Status(record.status)
+        except ValueError:
+            pass
+        return record
 
 
-def better(a: TrialRecord, b: Optional[TrialRecord]) -> bool:
-    """Is `a` a better result than `b`? Ties go to the earlier (round, index), not to whichever
-    finished first, so the best model and its lineage do not depend on timing."""
-    if not a.ok:
-        return False
-    if b is None or not b.ok or a.score > b.score:
-        return True
-    return a.score == b.score and (a.round, a.index) < (b.round, b.index)
+#: The process umask, read once at import (reading it means setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so readers see the old or the new file, never half."""
+    """Write via a temp file and rename, so readers see the old or the new file, never half.
+
+    mkstemp creates 0600; the views get the mode any file of the user's would (the umask), so
+    teammates who can read the output dir can read them too.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
@@ -86,50 +93,6 @@ def write_atomic(path: Path, text: str) -> None:
         except OSError:
             pass
         raise
-
-
-class Journal:
-    """Append-only JSON lines, each flushed and fsync'd before the call returns."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        # Unbuffered: a failed write (disk full) leaves nothing pending that a later flush or
-        # close could trip over; each event is one write() of one line.
-        self._fd: Optional[int] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def append(self, event: str, **data: Any) -> None:
-        if self._fd is None:
-            raise ValueError(f"journal {self.path} is closed")
-        line = (json.dumps({"event": event, **data}, default=_json_default, allow_nan=True) + "\n").encode()
-        view = memoryview(line)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    @staticmethod
-    def read(path: Path) -> Iterator[Dict[str, Any]]:
-        """Replay the events; a torn last line (power loss mid-write) is skipped."""
-        try:
-            with open(path, encoding="utf-8") as handle:
-                lines = handle.readlines()
-        except FileNotFoundError:
-            return
-        for number, line in enumerate(lines):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                if number == len(lines) - 1:
-                    log.warning("%s: ignoring a torn last line (the tuner stopped mid-write)", path)
-                    return
-                raise
-            if isinstance(event, dict):
-                yield event
 
 
 def _json_default(value: Any) -> Any:

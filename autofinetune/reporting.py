@@ -2,7 +2,7 @@
 
 This module runs inside every trial process, so it imports only the standard library (a heavy
 import here costs seconds per trial). The protocol is a small JSON file whose path the tuner
-puts in the trial's environment, so a script in any language can take part (SPEC B10).
+puts in the trial's environment, so a script in any language can take part (the README's "The training script").
 """
 from __future__ import annotations
 

@@ -1,11 +1,23 @@
 """The search loop: ask the strategy, plan with the evaluator, run, record, tell.
 
-Data flows one way: strategy (what to try) -> evaluator (how) -> scheduler (where, when) ->
-records (what happened) -> views (what people see). Rounds are generations of the strategy,
-but inside a round the scheduler is a work queue: a freed slot takes the next candidate at once.
+Data flows one way (docs/architecture.md): strategy (what to try) -> evaluator (how) ->
+backend (where, when) -> journal and records (what happened) -> views (what people see, from a
+read-only snapshot). There is one loop; *when* the next trial starts is a launch policy:
+
+* `RoundPolicy` — a round is a generation of the strategy: its candidates run as a work queue
+  (a freed slot takes the next candidate at once), and the next round is asked for when every
+  trial of this one has ended;
+* `AsyncPolicy` (`--async`) — each candidate moves on alone: when candidate i's trial of round
+  r ends, the strategy hears that one result and candidate i's trial of round r + 1 starts in
+  the slot it freed. Rounds stay the output tree's unit and are announced when complete, but
+  overlap in time; the proposals depend on the order trials finish in, so a seed no longer
+  makes the search repeatable to the bit, and only strategies whose registry entry says
+  `supports_async` can run this way.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import errno
 import logging
@@ -16,64 +28,49 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from . import __version__
-from .backends import BACKENDS, make_scheduler
+from .backends import make_backend
+from .backends.base import Backend
 from .devices import Slot
 from .errors import AutofinetuneError, ConfigError, SearchFailed
-from .evaluators import lineage, make_evaluator
-from .records import BEST_MODEL, JOURNAL, Journal, SearchRecords, TrialRecord
-from .scheduler import (FAILED, INTERRUPTED, INVALID, OK, TIMEOUT, ProcessIdentity, TrialOutcome,
-                        TrialSpec, judge_score, read_result, stop_stale_group)
+from .evaluators import Evaluator, make_evaluator
+from .journal import (JOURNAL, SCHEMA_VERSION, FinishEvent, InterruptedEvent, Journal, QueuedEvent, ResumeEvent,
+                      RetryEvent, RoundEvent, SearchState, StartedEvent, StartEvent, ToldEvent)
+from .options import journaled
+from .records import BEST_MODEL, SearchRecords, TrialRecord
+from .rules import TrialCommand, lineage, model_name
+from .runner import ProcessIdentity, Status, TrialOutcome, TrialSpec
 from .space import SearchSpace
-from .strategies import check_strategy, make_strategy
+from .strategies import Strategy, check_strategy, make_strategy
 
 log = logging.getLogger("autofinetune")
+
+Key = Tuple[int, int]
 
 
 @dataclass
 class SearchConfig:
+    """A search's inputs: the script, its space, where it writes, and the options of options.py."""
+
     script: Path
     space: SearchSpace
     output_dir: Path
     slots: List[Slot]
-    seed: Optional[int] = None
-    popsize: int = 5
-    rounds: int = 10
-    evaluator: str = "populationbased"
-    strategy: str = "pshe2"
+    options: Dict[str, Any]
     passthrough: List[Tuple[str, str]] = field(default_factory=list)
-    timeout: Optional[float] = None
-    max_retries: int = 0
-    kill_grace: float = 5.0
-    backend: str = "local"
-    scheduler_address: Optional[str] = None
-    asynchronous: bool = False
     cwd: str = field(default_factory=os.getcwd)
 
-    def validate(self) -> None:
-        if self.popsize < 1:
-            raise ConfigError(f"--popsize={self.popsize}: must be at least 1")
-        if self.rounds < 1:
-            raise ConfigError(f"--round={self.rounds}: must be at least 1")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError(f"--timeout={self.timeout}: must be a positive number of seconds")
-        if self.max_retries < 0:
-            raise ConfigError(f"--max_retries={self.max_retries}: must be 0 or more")
-        if not self.kill_grace >= 0:
-            raise ConfigError(f"--kill_grace={self.kill_grace}: must be 0 or more seconds")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"--backend={self.backend!r}: unknown backend; choose one of {', '.join(BACKENDS)}")
-        if self.scheduler_address and self.backend != "dask":
-            raise ConfigError(f"--scheduler_address={self.scheduler_address} needs --backend=dask; fix: add --backend=dask or drop the address")
-        check_strategy(self.strategy, self.space.dim, self.popsize)
-        make_evaluator(self.evaluator)
-        self.command()
+    def __getattr__(self, name: str) -> Any:
+        options = self.__dict__.get("options")
+        if options is not None and name in options:
+            return options[name]
+        raise AttributeError(name)
 
-    def command(self) -> List[str]:
+    def program(self) -> List[str]:
         """How to start the script: `.py` with the tuner's own Python, anything else directly."""
         script = self.script
         if not script.is_file():
@@ -107,6 +104,67 @@ class SearchResult:
         return self.output_dir / BEST_MODEL if self.best else None
 
 
+@dataclass(frozen=True)
+class SearchSnapshot:
+    """What a view may know of the search at one moment: a read-only copy, built by the
+    search's own thread, so a view (or its ticker thread) never reads what the loop mutates."""
+
+    output_dir: Path
+    script: str
+    space: SearchSpace
+    popsize: int
+    rounds: int
+    round_index: int
+    trials: Tuple[TrialRecord, ...]
+    best: Optional[TrialRecord]
+    running: int
+    queued: int
+    rounds_complete: FrozenSet[int]
+    resumed: bool
+    started_at: float  # time.monotonic() when this run started
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for t in self.trials if not t.ok)
+
+
+class SearchObserver:
+    """What views (VisualDL, progress, ...) hear of a search; every hook is optional.
+
+    Hooks run in the tuner's thread after the journal has the event, and receive a
+    `SearchSnapshot`, never the search itself; a view that raises is switched off, never the
+    search. `writing()` may return a context manager the search enters around each line it
+    prints (the progress bar clears itself there), so no view needs to replace the output.
+    """
+
+    def on_start(self, view: SearchSnapshot) -> None: ...
+
+    def on_trial_started(self, view: SearchSnapshot, record: TrialRecord) -> None: ...
+
+    def on_trial_finished(self, view: SearchSnapshot, record: TrialRecord, is_best: bool) -> None: ...
+
+    def on_round_finished(self, view: SearchSnapshot, round_index: int, trials: Sequence[TrialRecord]) -> None: ...
+
+    def on_finish(self, view: SearchSnapshot, result: Optional[SearchResult]) -> None: ...
+
+    def writing(self) -> Optional[ContextManager[None]]:
+        return None
+
+
+class SearchInterrupted(AutofinetuneError):
+    """Ctrl-C or SIGTERM: the search stopped cleanly and can be resumed."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, output_dir: Path) -> None:
+        super().__init__(message)
+        self.output_dir = output_dir
+
+
+class OutputError(AutofinetuneError):
+    """The output directory stopped accepting writes mid-search (disk full, permissions)."""
+
+
 def default_output_dir() -> Path:
     return Path(f"output_{_dt.datetime.now().strftime('%Y%m%d%H%M%S')}")
 
@@ -128,145 +186,135 @@ def prepare_output_dir(path: Path) -> Path:
     return path
 
 
-class SearchObserver:
-    """What views (VisualDL, progress, ...) hear of a search; every hook is optional.
+class Search:
+    """One search, run once; `run()` returns a SearchResult or raises SearchFailed.
 
-    Observers run in the tuner's process after the journal has the event, so a slow or broken
-    view can never lose a result; an exception in one is logged and the view is dropped.
+    Everything is checked before anything is touched: the options, the strategy, the trial
+    command, the resume journal; then the backend is built (it may fail: Dask missing, a
+    scheduler unreachable) and only then is the output dir created or written.
     """
 
-    def on_start(self, search: "Search") -> None: ...
-
-    def on_trial_started(self, search: "Search", record: TrialRecord) -> None: ...
-
-    def on_trial_finished(self, search: "Search", record: TrialRecord, is_best: bool) -> None: ...
-
-    def on_round_finished(self, search: "Search", round_index: int, trials: Sequence[TrialRecord]) -> None: ...
-
-    def on_finish(self, search: "Search", result: Optional["SearchResult"]) -> None: ...
-
-
-@dataclass
-class JournalState:
-    """What a journal says happened: the replay that `--resume` and `summary` build on."""
-
-    config: Optional[Dict[str, Any]] = None
-    queued: Dict[Tuple[int, int], Dict[str, Any]] = field(default_factory=dict)
-    started: Dict[Tuple[int, int], Dict[str, Any]] = field(default_factory=dict)
-    finished: Dict[Tuple[int, int], TrialRecord] = field(default_factory=dict)
-    rounds: Dict[int, Dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def replay(cls, path: Path) -> "JournalState":
-        state = cls()
-        for event in Journal.read(path):
-            kind = event.get("event")
-            if kind == "start" and state.config is None:
-                state.config = event.get("config")
-            elif kind == "queued":
-                state.queued[(event["round"], event["index"])] = event
-                state.finished.pop((event["round"], event["index"]), None)
-            elif kind == "started":
-                state.started[(event["round"], event["index"])] = event
-            elif kind == "finish":
-                record = TrialRecord.from_json(event["trial"])
-                state.finished[(record.round, record.index)] = record
-            elif kind == "round":
-                state.rounds[event["round"]] = event
-        return state
-
-    @property
-    def last_round(self) -> int:
-        return max(self.rounds) if self.rounds else -1
-
-
-#: What may not change between a search and its --resume, and how to name it to the user.
-RESUME_MUST_MATCH = [
-    ("script", "the training script"),
-    ("space_fingerprint", "the param file (--param_file content)"),
-    ("strategy", "--tuning_strategy"),
-    ("evaluator", "--evaluator"),
-    ("popsize", "--popsize"),
-    ("passthrough", "the trailing 'name value' arguments"),
-    ("asynchronous", "--async"),
-]
-
-
-class SearchInterrupted(AutofinetuneError):
-    """Ctrl-C or SIGTERM: the search stopped cleanly and can be resumed."""
-
-    exit_code = 130
-
-
-class Search:
-    """One search, run once; `run()` returns a SearchResult or raises SearchFailed."""
-
-    def __init__(self, config: SearchConfig, echo: Callable[[str], None] = print,
-                 observers: Sequence[SearchObserver] = (), resume: bool = False) -> None:
-        self.resuming = resume
-        self.echo = echo
-        self.replayed: Optional[JournalState] = None
-        if resume:
-            self.output_dir = config.output_dir.resolve()
-            self.replayed = self._read_journal_for_resume(config)
-        config.validate()
+    def __init__(self, config: SearchConfig, echo: Optional[Callable[[str], None]] = print,
+                 observers: Sequence[SearchObserver] = (), resume: bool = False,
+                 warn: Optional[Callable[[str], None]] = None) -> None:
         self.config = config
-        if config.seed is None:
-            config.seed = secrets.randbelow(2**31 - 1) + 1
-        if not resume:
-            self.output_dir = prepare_output_dir(config.output_dir)
         self.space = config.space
-        self.strategy = make_strategy(config.strategy, self.space.dim, self.space.init_unit(), config.popsize, config.seed)
-        self.evaluator = make_evaluator(config.evaluator)
+        self.echo_line = echo
+        self.warn_line = warn
+        self.resuming = resume
+        self.strategy_options = check_strategy(config.tuning_strategy, self.space.dim, config.popsize,
+                                               config.strategy_options, config.asynchronous)
+        self.evaluator: Evaluator = make_evaluator(config.evaluator, config.resume_epochs)
+        self.command = TrialCommand(tuple(config.program()), self.space, tuple(config.passthrough),
+                                    self.evaluator.options, self.evaluator.name)
+        self.command.check()
+        self.replayed: Optional[SearchState] = None
+        self.seed: int = config.seed if config.seed is not None else secrets.randbelow(2**31 - 1) + 1
+        if resume:
+            from .resume import read_for_resume
+
+            self.replayed = read_for_resume(config)
+            self.seed = int(self.replayed.config["seed"])
+        self.backend: Backend = make_backend(config.backend, config.slots, config.kill_grace, on_start=self._on_process_start,
+                                             address=config.scheduler_address)
+        try:
+            self.output_dir = config.output_dir.resolve() if resume else prepare_output_dir(config.output_dir)
+            self.journal = Journal(self.output_dir / JOURNAL)
+        except BaseException:
+            self.backend.close()
+            raise
+        self.strategy: Strategy = make_strategy(config.tuning_strategy, self.space.dim, self.space.init_unit(), config.popsize,
+                                                self.seed, self.strategy_options)
         self.records = SearchRecords(self.output_dir, self.space.names, header=self._header())
-        self.journal = Journal(self.output_dir / JOURNAL)
-        self.scheduler = make_scheduler(config.backend, config.slots, config.kill_grace, on_start=self._on_process_start,
-                                        address=config.scheduler_address)
+        self.policy: LaunchPolicy = AsyncPolicy(self) if config.asynchronous else RoundPolicy(self)
         self.started = time.monotonic()
         self.observers: List[SearchObserver] = list(observers)
         self.round_index = 0
+        self.rounds_complete: Set[int] = set()
+        self._pending: Dict[str, TrialRecord] = {}
         self._specs: Dict[str, Tuple[TrialRecord, TrialSpec]] = {}
-        self._extra_argv: Dict[str, List[str]] = {}
+        self._evaluator_args: Dict[str, List[Tuple[str, str]]] = {}
         self._hinted = False  # the missing-option hint is said once per search
 
+    # -- output --------------------------------------------------------------------------------
+    def echo(self, line: str) -> None:
+        if self.echo_line is not None:
+            with self._writing():
+                self.echo_line(line)
+
+    def warn(self, line: str) -> None:
+        if self.warn_line is not None:
+            with self._writing():
+                self.warn_line(line)
+
+    def _writing(self) -> ContextManager[None]:
+        stack = contextlib.ExitStack()
+        for observer in self.observers:
+            try:
+                guard = observer.writing()
+            except Exception:  # noqa: BLE001 - a view never stops a line from being printed
+                guard = None
+            if guard is not None:
+                stack.enter_context(guard)
+        return stack
+
+    def snapshot(self) -> SearchSnapshot:
+        running, queued = self.backend.counts()
+        return SearchSnapshot(self.output_dir, str(self.config.script), self.space, self.config.popsize, self.config.rounds,
+                              self.round_index, tuple(self.records.trials), self.records.best, running, queued,
+                              frozenset(self.rounds_complete), self.resuming, self.started)
+
     def _notify(self, hook: str, *args: Any) -> None:
+        if not self.observers:
+            return
+        view = self.snapshot()
         for observer in list(self.observers):
             try:
-                getattr(observer, hook)(self, *args)
+                getattr(observer, hook)(view, *args)
             except Exception as error:  # a view must never take the search down
                 log.warning("view %s failed in %s (%s: %s); it is switched off", type(observer).__name__, hook, type(error).__name__, error)
                 self.observers.remove(observer)
 
     def _header(self) -> str:
         c = self.config
-        return (f"# autofinetune search of {c.script} | strategy {c.strategy} | evaluator {c.evaluator} | "
-                f"popsize {c.popsize} x round {c.rounds} | seed {c.seed}")
+        return (f"# autofinetune search of {c.script} | strategy {c.tuning_strategy} | evaluator {c.evaluator} | "
+                f"popsize {c.popsize} x round {c.rounds} | seed {self.seed}")
 
-    # -- the loop ---------------------------------------------------------------------------
+    def config_json(self) -> Dict[str, Any]:
+        """The configuration journaled with every start and resume (options from options.py)."""
+        c = self.config
+        data = journaled(c.options)
+        data.update({"script": str(c.script), "space": self.space.to_json(), "space_fingerprint": self.space.fingerprint(),
+                     "space_source": self.space.source, "seed": self.seed, "passthrough": [list(p) for p in c.passthrough],
+                     "strategy_options": self.strategy_options, "slots": [s.label for s in c.slots], "cwd": c.cwd,
+                     "version": __version__})
+        return data
+
+    # -- the loop ------------------------------------------------------------------------------
     def run(self) -> SearchResult:
         c = self.config
-        start_round, done = 0, {}
-        if self.resuming:
-            start_round, done = self._restore()
-            self.journal.append("resume", time=time.time(), config=self._config_json())
-        else:
-            self.journal.append("start", time=time.time(), config=self._config_json())
-        where = getattr(self.scheduler, "description", None) or f"{len(c.slots)} slot(s) [{', '.join(s.label for s in c.slots)}]"
-        self.echo(f"{'Resuming' if self.resuming else 'Tuning'} {c.script} over {', '.join(self.space.names)}: {c.popsize} candidates x {c.rounds} rounds "
-                  f"on {where}, seed {c.seed}, output {self.output_dir}")
-        self._notify("on_start")
         result: Optional[SearchResult] = None
         try:
-            self._run_rounds(start_round, done)
-            result = self._finish()
+            if self.resuming:
+                from .resume import restore
+
+                assert self.replayed is not None
+                restore(self, self.replayed)
+                self.journal.append(ResumeEvent(config=self.config_json(), time=time.time()))
+            else:
+                self.journal.append(StartEvent(config=self.config_json(), time=time.time(), schema=SCHEMA_VERSION))
+            self.echo(f"{'Resuming' if self.resuming else 'Tuning'} {c.script} over {', '.join(self.space.names)}: {c.popsize} candidates x "
+                      f"{c.rounds} rounds on {self.backend.description}, seed {self.seed}, output {self.output_dir}")
+            self._notify("on_start")
+            self.policy.begin()
+            for record in self._finished_trials():
+                self.policy.finished(record)
+            result = self._result()
             return result
         except KeyboardInterrupt:
             self._stop_running_trials()
-            interrupted = SearchInterrupted(
-                f"interrupted; {len(self.records.trials)} finished trial(s) are saved in {self.output_dir}; "
-                f"continue with the same command plus --resume")
-            interrupted.output_dir = str(self.output_dir)
-            raise interrupted from None
+            raise SearchInterrupted(f"interrupted; {len(self.records.trials)} finished trial(s) are saved in {self.output_dir}; "
+                                    f"continue with the same command plus --resume", self.output_dir) from None
         except OSError as error:
             if not self._is_output_error(error):
                 raise
@@ -279,91 +327,83 @@ class Search:
                 self.journal.close()
                 self._notify("on_finish", result)
             finally:
-                self.scheduler.close()
+                self.backend.close()
 
-    def _stop_running_trials(self) -> None:
-        """Stop launching, TERM every running trial group, KILL after a short grace.
-
-        A second Ctrl-C while waiting kills them at once. Stopped trials are journaled as
-        interrupted so --resume runs them again.
-        """
-        try:
-            outcomes = self.scheduler.shutdown(grace=min(self.config.kill_grace, 3.0))
-        except KeyboardInterrupt:
-            self.scheduler.kill_now()
-            outcomes = self.scheduler.shutdown(grace=0.0)
-        for outcome in outcomes:
-            record, _ = self._specs[outcome.spec.key]
-            try:
-                if outcome.status == INTERRUPTED:
-                    self.journal.append("interrupted", round=record.round, index=record.index, status=outcome.status)
-                else:  # it ended on its own while we were stopping: a finished trial is kept
-                    self._complete(record, outcome)
-            except OSError:
-                pass
-
-    def _is_output_error(self, error: OSError) -> bool:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
-            return True
-        name = getattr(error, "filename", None)
-        return bool(name) and str(name).startswith(str(self.output_dir))
-
-    def _run_rounds(self, start_round: int, done: Dict[int, TrialRecord]) -> None:
-        for round_index in range(start_round, self.config.rounds):
-            self.round_index = round_index
-            self._run_round(round_index, done if round_index == start_round else {})
-
-    def _run_round(self, round_index: int, done: Dict[int, TrialRecord]) -> None:
-        points = self.strategy.ask()
-        round_dir = self.output_dir / f"round{round_index}"
-        round_dir.mkdir(exist_ok=True)
-        pending: Dict[str, TrialRecord] = {}
-        for index, point in enumerate(points):
-            if index in done:
-                if not np.allclose(done[index].point, point):
-                    log.warning("round %d trial %d: the strategy proposes a different point than before the interruption; keeping the finished trial", round_index, index)
-                continue
-            record = self._launch(round_index, index, point, round_dir)
-            pending[record_key(round_index, index)] = record
-        finished: List[TrialRecord] = list(done.values()) + list(self._finished_trials(pending))
-        finished.sort(key=lambda t: t.index)
-        self.strategy.tell(points, [t.loss for t in finished])
-        notes = self.evaluator.observe(round_index, finished)
-        if round_index + 1 < self.config.rounds:  # notes speak of the next round: none after the last
-            for line in notes:
-                self.echo(line)
-        self.journal.append("round", round=round_index, strategy=self.strategy.state_dict(), evaluator=self.evaluator.state_dict())
-        self._notify("on_round_finished", round_index, finished)
-        scores = [t.score for t in finished if t.ok]
-        if scores:
-            self.echo(f"The local best eval value in the {round_index}-th round is {max(scores)}.")
-        else:
-            self.echo(f"The local best eval value in the {round_index}-th round is unknown: every trial of the round failed.")
-
-    def _finished_trials(self, pending: Dict[str, TrialRecord]) -> Iterator[TrialRecord]:
-        """Yield trials as they end for good (failed attempts retried, every result recorded).
-
-        `pending` may grow while this runs (the asynchronous mode launches as trials end).
-        """
-        while pending:
-            for outcome in self.scheduler.wait_any():
-                record = pending[outcome.spec.key]
+    def _finished_trials(self) -> Iterator[TrialRecord]:
+        """Yield trials as they end for good (failed attempts retried, every result recorded);
+        the policy may launch more while this runs."""
+        while self._pending:
+            for outcome in self.backend.wait_any():
+                record = self._pending[outcome.spec.key]
                 if self._maybe_retry(record, outcome):
                     continue
-                del pending[outcome.spec.key]
+                del self._pending[outcome.spec.key]
                 self._complete(record, outcome)
                 yield record
 
-    def _launch(self, round_index: int, index: int, point: np.ndarray, round_dir: Path) -> TrialRecord:
+    def _stop_running_trials(self) -> None:
+        """TERM every running trial group, KILL after a short grace (a second Ctrl-C: at once).
+
+        Stopped trials are journaled as interrupted so --resume runs them again; one that ended
+        on its own meanwhile is kept as finished. A write that fails here is said, not hidden.
+        """
+        try:
+            outcomes = self.backend.shutdown(grace=min(self.config.kill_grace, 3.0))
+        except KeyboardInterrupt:
+            self.backend.kill_now()
+            outcomes = self.backend.shutdown(grace=0.0)
+        for outcome in outcomes:
+            record, _ = self._specs[outcome.spec.key]
+            try:
+                if outcome.status == Status.INTERRUPTED:
+                    self.journal.append(InterruptedEvent(round=record.round, index=record.index))
+                else:
+                    self._complete(record, outcome)
+            except OSError as error:
+                log.warning("could not journal round %d trial %d while stopping (%s); --resume runs it again",
+                            record.round, record.index, error.strerror or error)
+
+    def _is_output_error(self, error: OSError) -> bool:
+        name = getattr(error, "filename", None)
+        if name and str(name).startswith(str(self.output_dir)):
+            return True
+        return error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+    # -- one trial -----------------------------------------------------------------------------
+    def launch(self, round_index: int, index: int, point: np.ndarray) -> TrialRecord:
+        """Plan, journal and hand one candidate to the backend."""
+        self.round_index = max(self.round_index, round_index)
+        round_dir = self.output_dir / f"round{round_index}"
+        round_dir.mkdir(exist_ok=True)
         params = self.space.decode(point)
-        model_dir = round_dir / f"model-{index}"
         plan = self.evaluator.plan(round_index, index)
         record = TrialRecord(round=round_index, index=index, params=params, point=[float(x) for x in point],
-                             status="queued", parent=plan.parent, model_dir=str(model_dir))
-        self._extra_argv[record_key(round_index, index)] = plan.extra_argv
+                             status=Status.QUEUED, parent=plan.parent, model_dir=str(round_dir / f"model-{index}"))
+        self._evaluator_args[record_key(round_index, index)] = plan.args
+        if plan.parent:
+            self._say_parent(record)
         self._submit(record)
-        self._notify("on_trial_started", record)
+        self._pending[record_key(round_index, index)] = record
+        self._notify("on_trial_started", dataclasses.replace(record))
         return record
+
+    def _say_parent(self, record: TrialRecord) -> None:
+        """Which model a trial resumes from and how its hyperparameters differ (PBT's exploit and
+        explore, in one line)."""
+        parent = record.parent or {}
+        before = next((t.params for t in self.records.trials if (t.round, t.index) == (parent.get("round"), parent.get("index"))), None)
+        def short(value: Any) -> str:
+            return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+        changes = []
+        for p in self.space.params:
+            now = short(record.params[p.name])
+            old = short(before[p.name]) if before and p.name in before else "?"
+            changes.append(f"{p.name} {old} -> {now}" if old != now else f"{p.name} {now}")
+        score = parent.get("score")
+        shown = f" (score {score:.6g})" if isinstance(score, (int, float)) else ""
+        self.echo(f"[round {record.round}] trial {record.index} resumes from round{parent.get('round')}/model-{parent.get('index')}"
+                  f"{shown}: {', '.join(changes)}")
 
     def _submit(self, record: TrialRecord) -> None:
         """Queue one attempt of a trial: a fresh model dir and its own log, journaled first."""
@@ -374,29 +414,29 @@ class Search:
         model_dir.mkdir(parents=True, exist_ok=True)
         suffix = f".retry{record.attempt}" if record.attempt else ""
         record.log_path = str(round_dir / f"log-{record.index}{suffix}.info")
-        argv = (self.config.command() + self.space.argv(record.params) + [f"--saved_params_dir={model_dir}"]
-                + self._extra_argv.get(record_key(record.round, record.index), []) + [f"--{k}={v}" for k, v in self.config.passthrough])
-        spec = TrialSpec(key=record_key(record.round, record.index), argv=argv, log_path=Path(record.log_path),
-                         result_path=round_dir / f"result-{record.index}.json", cwd=self.config.cwd, timeout=self.config.timeout)
-        self.journal.append("queued", round=record.round, index=record.index, attempt=record.attempt, params=record.params,
-                            point=record.point, argv=argv, parent=record.parent, token=spec.token,
-                            result_path=str(spec.result_path), log_path=record.log_path, model_dir=record.model_dir)
-        self._specs[spec.key] = (record, spec)
-        self.scheduler.submit(spec)
+        key = record_key(record.round, record.index)
+        argv = self.command.argv(record.params, str(model_dir), self._evaluator_args.get(key, []))
+        spec = TrialSpec(key=key, argv=argv, log_path=Path(record.log_path), result_path=round_dir / f"result-{record.index}.json",
+                         cwd=self.config.cwd, timeout=self.config.timeout)
+        self.journal.append(QueuedEvent(round=record.round, index=record.index, attempt=record.attempt, params=record.params,
+                                        point=record.point, argv=argv, parent=record.parent, token=spec.token,
+                                        result_path=str(spec.result_path), log_path=record.log_path, model_dir=record.model_dir))
+        self._specs[key] = (record, spec)
+        self.backend.submit(spec)
 
     def _on_process_start(self, spec: TrialSpec, slot: Slot, identity: ProcessIdentity) -> None:
         record, _ = self._specs[spec.key]
-        record.status = "running"
+        record.status = Status.RUNNING
         record.slot, record.gpu = slot.label, slot.gpu
-        where = {"worker": identity.worker} if identity.worker else {}  # a Dask worker's machine, not this one
-        self.journal.append("started", round=record.round, index=record.index, attempt=record.attempt,
-                            pid=identity.pid, start_ticks=identity.start_ticks, slot=slot.label, **where)
+        self.journal.append(StartedEvent(round=record.round, index=record.index, attempt=record.attempt, pid=identity.pid,
+                                         start_ticks=identity.start_ticks, slot=slot.label, worker=identity.worker,
+                                         host=identity.host, boot_id=identity.boot_id))
 
     def _maybe_retry(self, record: TrialRecord, outcome: TrialOutcome) -> bool:
-        if outcome.status not in (FAILED, TIMEOUT) or record.attempt >= self.config.max_retries:
+        if outcome.status not in (Status.FAILED, Status.TIMEOUT) or record.attempt >= self.config.max_retries:
             return False
-        self.journal.append("retry", round=record.round, index=record.index, attempt=record.attempt,
-                            status=outcome.status, message=outcome.message, log_path=record.log_path)
+        self.journal.append(RetryEvent(round=record.round, index=record.index, attempt=record.attempt,
+                                       status=outcome.status, message=outcome.message, log_path=record.log_path))
         self.echo(f"[round {record.round}] trial {record.index} {outcome.status} ({outcome.message}); "
                   f"retry {record.attempt + 1} of {self.config.max_retries}, log kept in {record.log_path}")
         record.attempt += 1
@@ -404,17 +444,14 @@ class Search:
         return True
 
     def _complete(self, record: TrialRecord, outcome: TrialOutcome) -> None:
-        record.status = outcome.status
+        record.status = Status(outcome.status)
         record.score = outcome.score
         record.exit_code = outcome.exit_code
         record.duration = outcome.duration
         record.slot = outcome.slot.label
         record.gpu = outcome.slot.gpu
         record.message = outcome.message
-        self._record_finished(record)
-
-    def _record_finished(self, record: TrialRecord) -> None:
-        self.journal.append("finish", trial=record.to_json())
+        self.journal.append(FinishEvent(trial=record))
         is_best = self.records.add(record)
         self.records.write_views()
         if is_best:
@@ -424,18 +461,14 @@ class Search:
             self.echo(f"[round {record.round}] trial {record.index} ok: score {record.score:.6g} in {record.duration or 0:.1f}s on {record.slot}"
                       f"{' (new best)' if is_best else ''}: {params}")
         else:
-            print(f"WARNING:Program which was ran with hyperparameters as {params} was crashed!", file=sys.stderr, flush=True)
+            self.warn(f"WARNING:Program which was ran with hyperparameters as {params} was crashed!")
             self.echo(f"[round {record.round}] trial {record.index} {record.status}: {record.message}; see {record.log_path}")
             self._hint_missing_options(record)
         self._notify("on_trial_finished", record, is_best)
 
     def _hint_missing_options(self, record: TrialRecord) -> None:
-        """Say once, plainly, when trials die because train.py lacks an option the tuner passes.
-
-        The commonest first-run failure: a script without --model_path/--epochs under the
-        population-based evaluator (the default) crashes in every round after the first.
-        """
-        if record.status != FAILED or self._hinted:
+        """Say once, plainly, when trials die because train.py lacks an option the tuner passes."""
+        if record.status != Status.FAILED or self._hinted:
             return
         try:
             with open(record.log_path, "rb") as handle:
@@ -447,139 +480,152 @@ class Search:
         if "unrecognized arguments:" not in tail:
             return
         unknown = tail.split("unrecognized arguments:")[-1].strip().splitlines()[0]
-        ours = [a for a in unknown.split() if a.split("=")[0] in ("--model_path", "--epochs", "--saved_params_dir")]
+        flags = {f"--{name}" for name in self.command.tuner_options}
+        ours = sorted({a.split("=")[0] for a in unknown.split() if a.split("=")[0] in flags})
         if not ours:
             return
         self._hinted = True
+        evaluator_flags = {f"--{name}" for name in self.evaluator.options}
         fix = ("add them to its argparse options (see the README's training-script contract)"
-               + (", or run with --evaluator=fulltrail" if any(a.startswith(("--model_path", "--epochs")) for a in ours) else ""))
-        log.warning("%s does not accept %s, which the tuner passes; %s", self.config.script,
-                    ", ".join(sorted({a.split("=")[0] for a in ours})), fix)
+               + (", or run with --evaluator=fulltrail" if evaluator_flags & set(ours) else ""))
+        log.warning("%s does not accept %s, which the tuner passes; %s", self.config.script, ", ".join(ours), fix)
 
-    def _finish(self) -> SearchResult:
+    # -- rounds --------------------------------------------------------------------------------
+    def close_round(self, round_index: int, trials: Sequence[TrialRecord]) -> None:
+        """A round is complete: journal it, tell the views, print the original's round line."""
+        self.rounds_complete.add(round_index)
+        self.journal.append(RoundEvent(round=round_index, evaluator=self.evaluator.state_dict()))
+        self._notify("on_round_finished", round_index, list(trials))
+        scores = [t.score for t in trials if t.ok]
+        if scores:
+            self.echo(f"The local best eval value in the {round_index}-th round is {max(scores)}.")
+        else:
+            self.echo(f"The local best eval value in the {round_index}-th round is unknown: every trial of the round failed.")
+
+    def _result(self) -> SearchResult:
         best = self.records.best
         if best is None:
             first = self.records.ordered()[0]
             raise SearchFailed(f"all {len(self.records.trials)} trials failed (first: {first.message}); see the logs, e.g. {first.log_path}")
-        result = SearchResult(self.output_dir, best, list(self.records.trials), self.config.seed)
+        result = SearchResult(self.output_dir, best, list(self.records.trials), self.seed)
         self.echo("The final best hyperparameters:")
         for param in self.space.params:
             self.echo(f"{param.name}={param.format(best.params[param.name])}")
         self.echo(f"The final best eval score is {best.score}.")
         self.echo(f"The final best model parameters are saved as {result.best_model_dir} .")
         if best.parent:
-            self.echo(f"The best model's lineage: {' -> '.join(lineage(best, self.records.trials, str(self.output_dir)))}")
+            self.echo(f"The best model's lineage: {' -> '.join(model_name(t) for t in lineage(best, self.records.trials))}")
         return result
 
-    def _config_json(self) -> Dict[str, Any]:
-        c = self.config
-        return {"script": str(c.script), "space": self.space.to_json(), "space_fingerprint": self.space.fingerprint(),
-                "space_source": self.space.source, "popsize": c.popsize, "rounds": c.rounds, "evaluator": c.evaluator,
-                "strategy": c.strategy, "seed": c.seed, "passthrough": [list(p) for p in c.passthrough], "timeout": c.timeout,
-                "max_retries": c.max_retries, "slots": [s.label for s in c.slots], "cwd": c.cwd,
-                "asynchronous": c.asynchronous, "version": __version__}
 
-    # -- resume -----------------------------------------------------------------------------
-    def _read_journal_for_resume(self, config: SearchConfig) -> JournalState:
-        path = self.output_dir / JOURNAL
-        if not path.is_file():
-            raise ConfigError(f"--resume: {path} not found; fix: pass the --output_dir of an earlier search (or drop --resume to start a new one)")
-        state = JournalState.replay(path)
-        if state.config is None:
-            raise ConfigError(f"--resume: {path} has no start record; fix: start a new search in an empty --output_dir")
-        old = state.config
-        new = {"script": str(config.script), "space_fingerprint": config.space.fingerprint(), "strategy": config.strategy,
-               "evaluator": config.evaluator, "popsize": config.popsize, "passthrough": [list(p) for p in config.passthrough],
-               "asynchronous": config.asynchronous}
-        for key, label in RESUME_MUST_MATCH:
-            if old.get(key, False if key == "asynchronous" else None) != new[key]:
-                shown_old = old.get("space_source") if key == "space_fingerprint" else old.get(key)
-                shown_new = config.space.source if key == "space_fingerprint" else new[key]
-                raise ConfigError(f"--resume: {label} differs from the interrupted search ({shown_old!r} then, {shown_new!r} now); "
-                                  f"fix: resume with the original settings, or start a new search in another --output_dir")
-        if config.seed is not None and config.seed != old.get("seed"):
-            raise ConfigError(f"--resume: --seed={config.seed} differs from the interrupted search's seed {old.get('seed')}; fix: drop --seed or pass --seed={old.get('seed')}")
-        config.seed = old.get("seed")
-        if old.get("version") != __version__:
-            log.warning("--resume: the search was started with autofinetune %s, this is %s; resuming anyway",
-                        old.get("version", "before 0.1"), __version__)
-        return state
+class LaunchPolicy:
+    """When the next trial starts; the search loop is the same for every policy."""
 
-    def _restore(self) -> Tuple[int, Dict[int, TrialRecord]]:
-        """Rebuild the search from its journal: which round to continue, what is already done."""
-        state = self.replayed
-        assert state is not None
-        self._stop_leftovers(state)
-        last = state.last_round
-        if last >= 0:
-            self.strategy.load_state_dict(state.rounds[last]["strategy"])
-            self.evaluator.load_state_dict(state.rounds[last]["evaluator"])
-        current = last + 1
-        done: Dict[int, TrialRecord] = {}
-        for (round_index, index), record in sorted(state.finished.items()):
-            if round_index < current:
-                self.records.add(record)
-            elif round_index == current and record.status != INTERRUPTED:
-                self.records.add(record)
-                done[index] = record
-        for (round_index, index), queued in sorted(state.queued.items()):
-            if round_index != current or index in done:
+    def __init__(self, search: Search) -> None:
+        self.search = search
+        #: Finished trials kept from before a resume, by (round, index), not yet part of a round.
+        self.done: Dict[Key, TrialRecord] = {}
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def finished(self, record: TrialRecord) -> None:
+        raise NotImplementedError
+
+
+class RoundPolicy(LaunchPolicy):
+    """Generations: round r + 1 is asked for when every trial of round r has ended."""
+
+    def __init__(self, search: Search) -> None:
+        super().__init__(search)
+        self.round = 0
+        self.trials: List[TrialRecord] = []
+
+    def begin(self) -> None:
+        self._start_round(self.round)
+
+    def _start_round(self, round_index: int) -> None:
+        s = self.search
+        if round_index >= s.config.rounds:
+            return
+        self.round = round_index
+        points = s.strategy.ask()
+        self.trials = []
+        for index, point in enumerate(points):
+            kept = self.done.pop((round_index, index), None)
+            if kept is not None:
+                if not np.allclose(kept.point, point, rtol=0, atol=1e-9):
+                    log.warning("round %d trial %d: the strategy proposes a different point than before the interruption; "
+                                "keeping the finished trial", round_index, index)
+                self.trials.append(kept)
                 continue
-            recovered = self._recover_reported(queued)
-            if recovered is not None:
-                self.journal.append("finish", trial=recovered.to_json())
-                self.records.add(recovered)
-                done[index] = recovered
-        rerun = sum(1 for (r, i) in state.queued if r == current and i not in done)
-        self.echo(f"Resuming from {JOURNAL}: {len(self.records.trials)} finished trial(s) kept, "
-                  f"round {current} continues with {rerun} trial(s) to re-run and {self.config.popsize - len(done) - rerun} still to start.")
-        if self.records.trials:
-            self.records.write_views()
-            if self.records.best is not None:
-                self.records.update_best_model()
-        return current, done
+            s.launch(round_index, index, point)
+        if len(self.trials) == s.config.popsize:  # everything was finished before the interruption
+            self._end_round()
 
-    def _stop_leftovers(self, state: JournalState) -> None:
-        """Stop what still runs of trials the dead tuner started and never saw finish."""
-        for key, event in state.started.items():
-            if key not in state.finished and self._stop_stale(event):
-                where = f" on {event['worker']}" if event.get("worker") else ""
-                self.echo(f"Stopped a leftover process group of round {key[0]} trial {key[1]} from the interrupted run (pid {event['pid']}{where}).")
+    def finished(self, record: TrialRecord) -> None:
+        self.trials.append(record)
+        if len(self.trials) == self.search.config.popsize:
+            self._end_round()
 
-    def _stop_stale(self, event: Dict[str, Any]) -> bool:
-        """Stop a started-but-unfinished trial's group; one that ran on a Dask worker is never a local pid."""
-        if event.get("worker"):
-            remote = getattr(self.scheduler, "stop_stale_group", None)
-            return bool(remote and remote(event["worker"], event["pid"], event.get("start_ticks")))
-        return stop_stale_group(event["pid"], event.get("start_ticks"))
+    def _end_round(self) -> None:
+        s = self.search
+        trials = sorted(self.trials, key=lambda t: t.index)
+        s.strategy.tell([t.loss for t in trials])
+        notes = s.evaluator.observe(self.round, trials)
+        if self.round + 1 < s.config.rounds:  # notes speak of the next round: none after the last
+            for line in notes:
+                s.echo(line)
+        s.close_round(self.round, trials)
+        self._start_round(self.round + 1)
 
-    def _recover_reported(self, queued: Dict[str, Any]) -> Optional[TrialRecord]:
-        """A trial whose result file was complete when the tuner died counts as finished."""
-        raw, why = read_result(Path(queued["result_path"]), queued.get("token"))
-        if why:
-            return None
-        score, why = judge_score(raw)
-        return TrialRecord(round=queued["round"], index=queued["index"], params=queued["params"], point=queued["point"],
-                           status=OK if score is not None else INVALID, score=score, parent=queued.get("parent"),
-                           log_path=queued["log_path"], model_dir=queued["model_dir"], attempt=queued.get("attempt", 0),
-                           message=(why + "; " if why else "") + "exit status unknown: the trial reported before the tuner stopped")
+
+class AsyncPolicy(LaunchPolicy):
+    """Each candidate advances as soon as its own trial ends (see the module docstring)."""
+
+    def __init__(self, search: Search) -> None:
+        super().__init__(search)
+        self.by_round: Dict[int, List[TrialRecord]] = {}
+        self.rounds_done_by = [0] * search.config.popsize
+
+    def add(self, record: TrialRecord) -> None:
+        """A finished trial (this run's, or kept from before a resume) joins its round."""
+        self.by_round.setdefault(record.round, []).append(record)
+        self.rounds_done_by[record.index] = max(self.rounds_done_by[record.index], record.round + 1)
+
+    def begin(self) -> None:
+        for index in range(self.search.config.popsize):
+            self._launch_next(index)
+        self._announce_complete_rounds()
+
+    def finished(self, record: TrialRecord) -> None:
+        s = self.search
+        self.add(record)
+        s.strategy.tell_particle(record.index, record.loss)
+        s.journal.append(ToldEvent(round=record.round, index=record.index))
+        self._launch_next(record.index)
+        self._announce_complete_rounds()
+
+    def _launch_next(self, index: int) -> None:
+        s = self.search
+        round_index = self.rounds_done_by[index]
+        if round_index >= s.config.rounds:
+            return
+        if round_index > 0:  # parents: the best of the previous round finished so far
+            s.evaluator.observe(round_index - 1, sorted(self.by_round.get(round_index - 1, []), key=lambda t: t.index))
+        s.launch(round_index, index, s.strategy.ask_particle(index))
+
+    def _announce_complete_rounds(self) -> None:
+        s = self.search
+        for round_index in sorted(self.by_round):
+            trials = self.by_round[round_index]
+            if round_index not in s.rounds_complete and len(trials) >= s.config.popsize:
+                s.close_round(round_index, sorted(trials, key=lambda t: t.index))
 
 
 def record_key(round_index: int, index: int) -> str:
     return f"r{round_index}-i{index}"
 
 
-class OutputError(AutofinetuneError):
-    """The output directory stopped accepting writes mid-search (disk full, permissions)."""
-
-
-def parse_passthrough(items: Sequence[str]) -> List[Tuple[str, str]]:
-    """`max_seq_len 128` -> [('max_seq_len', '128')]: the original's undashed trailing pairs."""
-    if len(items) % 2:
-        raise ConfigError(f"trailing arguments must be 'name value' pairs, got an odd count ({len(items)}: {' '.join(items)}); fix: give a value for every name, e.g. max_seq_len 128")
-    pairs = []
-    for name, value in zip(items[0::2], items[1::2]):
-        if name.startswith("-") or not name:
-            raise ConfigError(f"trailing argument {name!r}: pass names without dashes, e.g. 'max_seq_len 128' (reaches the trial as --max_seq_len=128)")
-        pairs.append((name, value))
-    return pairs
+__all__ = ["Search", "SearchConfig", "SearchResult", "SearchSnapshot", "SearchObserver", "SearchInterrupted", "OutputError",
+           "default_output_dir", "prepare_output_dir", "RoundPolicy", "AsyncPolicy"]

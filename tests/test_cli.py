@@ -100,11 +100,14 @@ def test_report_writes_atomically_with_token(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp files left
 
 
-def test_lazy_strategy_registry_matches_the_classes():
-    from autofinetune.strategies import MIN_DIM, STRATEGIES
-    assert set(MIN_DIM) == set(STRATEGIES)
-    for name in STRATEGIES:
-        assert STRATEGIES[name].min_dim == MIN_DIM[name]
+def test_every_registered_strategy_builds_from_its_metadata():
+    import numpy as np
+    from autofinetune.strategies import available, make_strategy
+
+    for name, info in available().items():
+        dim = max(2, info.min_dim)
+        strategy = make_strategy(name, dim, np.full(dim, 0.5), 4, 1)
+        assert strategy.ask().shape == (4, dim)
 
 
 def test_python_api_returns_the_best_and_every_trial(tmp_path: Path, monkeypatch):

@@ -149,9 +149,9 @@ def probe(tmp_path: Path) -> Path:
 
 
 # -- the shared checks ------------------------------------------------------------------------
-def check_parents(s: Search) -> int:
+def check_parents(s: Search, epochs: int = 1) -> int:
     """Round 0 and rounds without an earlier success train from scratch; every other trial resumes,
-    with --model_path=<parent> --epochs=1, from parent (i mod k) of the expected top half. Returns
+    with --model_path=<parent> --epochs=<epochs>, from parent (i mod k) of the expected top half. Returns
     how many trials resumed."""
     resumed = 0
     for r in s.rounds:
@@ -165,7 +165,7 @@ def check_parents(s: Search) -> int:
             parent_key = parents[key[1] % len(parents)]
             assert paths == [s.model_dir(parent_key)], (key, paths, parents)
             argv = launch["argv"]
-            assert argv[argv.index(f"--model_path={paths[0]}") + 1] == "--epochs=1"
+            assert argv[argv.index(f"--model_path={paths[0]}") + 1] == f"--epochs={epochs}"
             assert s.ok(parent_key) and parent_key[0] == source
             expected = {"round": parent_key[0], "index": parent_key[1], "model_dir": s.model_dir(parent_key),
                         "score": s.finishes[parent_key]["score"]}
@@ -279,12 +279,12 @@ def test_ties_rank_by_index(tmp_path: Path, probe: Path):
     assert check_parents(s) == 5
 
 
-def test_passthrough_epochs_overrides_the_resume_epoch(tmp_path: Path):
-    s = search(tmp_path, SCHEDULE / "train.py", SCHEDULE / "hparam.yaml", "--popsize=2", "--round=2", "--seed=1", "epochs", "3")
-    assert check_parents(s) == 2
+def test_resume_epochs_sets_the_epochs_of_resumed_trials(tmp_path: Path):
+    s = search(tmp_path, SCHEDULE / "train.py", SCHEDULE / "hparam.yaml", "--popsize=2", "--round=2", "--seed=1", "--resume_epochs=3")
+    assert check_parents(s, epochs=3) == 2
     for key in s.round_keys(1):
         argv = s.launches[key]["argv"]
-        assert argv.index("--epochs=3") > argv.index("--epochs=1")  # placed last, so it wins
+        assert [a for a in argv if a.startswith("--epochs=")] == ["--epochs=3"]  # one value: nothing to override
         trial = s.trial_json(key)
         assert trial["epochs"] == 3 and trial["steps_this_run"] == 30 and trial["state"]["steps"] == 60
     assert all(s.trial_json(k)["epochs"] == 3 for k in s.round_keys(0))

@@ -174,7 +174,7 @@ def test_non_python_executable_script_runs(tmp_path: Path):
     script = tmp_path / "train.sh"
     script.write_text(textwrap.dedent("""\
         #!/bin/sh
-        # A trial in another language writes its result file itself (SPEC B10).
+        # A trial in another language writes its result file itself (README, "The training script").
         printf '{"score": 0.25, "token": "%s"}' "$AUTOFINETUNE_TRIAL_TOKEN" > "$AUTOFINETUNE_RESULT_FILE"
     """))
     (tmp_path / "hparam.yaml").write_text("param_list:\n- {name: x, type: float, init_value: 0.5, greater_than: 0, lower_than: 1}\n")

@@ -1,6 +1,6 @@
 """Tune a small CNN on scikit-learn's bundled 8x8 handwritten digits (no download).
 
-A template for your own train.py. The contract with autofinetune (SPEC A3):
+A template for your own train.py. The contract with autofinetune (README, "The training script"):
   * every searched hyperparameter is an argparse option of the same name (see hparam.yaml);
   * --saved_params_dir=DIR: save the trained model there (the tuner creates DIR);
   * --model_path=DIR and --epochs=N: the population-based evaluator restores a parent's model

@@ -19,7 +19,7 @@ stalls (about 0.4 after 120 steps, 0.48 after 300, whatever the constant), while
 every epoch reaches about 0.9 in 120 steps. `weight_decay` only scales the gain mildly (best at
 1e-4), so the space is 2-D and every strategy (HAZero too) applies.
 
-Contract (SPEC A3): `--learning_rate`, `--weight_decay`, `--saved_params_dir`, `--model_path`
+Contract (README, "The training script"): `--learning_rate`, `--weight_decay`, `--saved_params_dir`, `--model_path`
 (resume from a parent's saved dir), `--epochs` (default 3 from scratch, 1 when resuming),
 `--seed`. The score is the validation accuracy, at most 1. Everything is deterministic given the
 arguments and the loaded state: the noise comes from a hash of both, not from the clock.

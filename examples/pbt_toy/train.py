@@ -14,7 +14,7 @@ Each epoch takes STEPS_PER_EPOCH gradient-ascent steps on Q̂ with step size --l
 θj <- θj + lr · ∂Q̂/∂θj = θj · (1 - 2·lr·hj). A coordinate whose h is 0 never moves. The
 reported score is Q(θ)/1.2, so it is at most 1 (and 1 only at the optimum).
 
-Contract (SPEC A3): `--h0`, `--h1`, `--saved_params_dir`, `--model_path`, `--epochs` (default 3
+Contract (README, "The training script"): `--h0`, `--h1`, `--saved_params_dir`, `--model_path`, `--epochs` (default 3
 from scratch, 1 when resuming), `--lr`, `--seed`. Deterministic given the arguments and the
 loaded θ (a small noise on the score comes from a hash of both).
 

@@ -1,6 +1,6 @@
 """The smallest train.py: a noisy function instead of a model, seconds long, no ML framework.
 
-It follows the whole contract a real script follows (SPEC A3): every tuned hyperparameter is an
+It follows the whole contract a real script follows (README, "The training script"): every tuned hyperparameter is an
 argparse option of the same name, the "model" is saved to --saved_params_dir, and the score
 (higher is better, at most 1) goes back through autofinetune.report_final_result.
 """

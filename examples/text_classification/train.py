@@ -1,6 +1,6 @@
 """Tune a bag-of-n-grams sentiment classifier (PyTorch EmbeddingBag, fastText style).
 
-A template for your own train.py; the contract with autofinetune (SPEC A3) is the same as in
+A template for your own train.py; the contract with autofinetune (README, "The training script") is the same as in
 examples/image_classification: searched hyperparameters as argparse options of the same name,
 --saved_params_dir, --model_path + --epochs (population-based), report_final_result(score).
 

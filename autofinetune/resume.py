@@ -1,0 +1,184 @@
+"""`--resume`: continue a search from its journal, losing no finished trial and re-running none.
+
+Everything comes from the one replay of the journal (journal.py). The strategy is not loaded
+from a saved blob: it is built again from its seed and told, in the journaled order, the results
+it was told before (a round's losses in round mode, one particle's result at a time with
+`--async`). Strategies are deterministic, so this rebuilds exactly the state the dead tuner had,
+and the journal holds only data, never a pickle (docs/security.md). Each replayed proposal is
+compared with the candidate the journal says was proposed; if they differ (another `cma` or
+numpy version, say), resume says so in one line and continues from the replayed state.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import ConfigError
+from .journal import JOURNAL, FinishEvent, QueuedEvent, SearchState, ToldEvent, replay
+from .options import resume_conflicts
+from .records import TrialRecord
+from .runner import ProcessIdentity, Status, judge_score, read_result
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .search import AsyncPolicy, RoundPolicy, Search, SearchConfig
+
+log = logging.getLogger("autofinetune")
+
+
+def read_for_resume(config: "SearchConfig") -> SearchState:
+    """The journal of the search in `config.output_dir`, refused in one line when it cannot be
+    continued with this configuration."""
+    path = config.output_dir.resolve() / JOURNAL
+    if not path.is_file():
+        raise ConfigError(f"--resume: {path} not found; fix: pass the --output_dir of an earlier search (or drop --resume to start a new one)")
+    state = replay(path)
+    if not state.has_start:
+        raise ConfigError(f"--resume: {path} has no start record; fix: start a new search in an empty --output_dir")
+    old = state.config
+    if old.get("script") != str(config.script):
+        raise ConfigError(f"--resume: the training script differs from the interrupted search ({old.get('script')!r} then, "
+                          f"{str(config.script)!r} now); fix: resume with the original settings, or start a new search in another --output_dir")
+    if old.get("space_fingerprint") != config.space.fingerprint():
+        raise ConfigError(f"--resume: the param file (--param_file content) differs from the interrupted search "
+                          f"({old.get('space_source')!r} then, {config.space.source!r} now); fix: resume with the original param file, "
+                          f"or start a new search in another --output_dir")
+    if [list(p) for p in old.get("passthrough", [])] != [list(p) for p in config.passthrough]:
+        raise ConfigError(f"--resume: the trailing 'name value' arguments differ from the interrupted search ({old.get('passthrough')!r} then, "
+                          f"{[list(p) for p in config.passthrough]!r} now); fix: resume with the original settings")
+    # A journal from before strategy options existed ran the defaults: compare with defaults filled in.
+    then = dict(old)
+    if old.get("strategy") == config.tuning_strategy:  # else the strategy itself is the difference named
+        then["strategy_options"] = _normalised_strategy_options(config, old.get("strategy_options") or {})
+    conflict = resume_conflicts(then, {**config.options, "strategy_options": _normalised_strategy_options(config, config.strategy_options)})
+    if conflict:
+        raise ConfigError(conflict)
+    if config.seed is not None and config.seed != old.get("seed"):
+        raise ConfigError(f"--resume: --seed={config.seed} differs from the interrupted search's seed {old.get('seed')}; "
+                          f"fix: drop --seed or pass --seed={old.get('seed')}")
+    if not isinstance(old.get("seed"), int):
+        raise ConfigError(f"--resume: {path} records no seed, so its strategy cannot be replayed; fix: start a new search")
+    if old.get("version") != __version__:
+        log.warning("--resume: the search was started with autofinetune %s, this is %s; resuming anyway",
+                    old.get("version", "before 0.1"), __version__)
+    return state
+
+
+def _normalised_strategy_options(config: "SearchConfig", given: Dict[str, Any]) -> Dict[str, float]:
+    """Strategy options with the defaults filled in, as a new search would journal them."""
+    from .strategies import check_strategy
+
+    return check_strategy(config.tuning_strategy, config.space.dim, config.popsize, given, config.asynchronous)
+
+
+def restore(search: "Search", state: SearchState) -> None:
+    """Rebuild the search's records, strategy, evaluator and policy from the replayed journal."""
+    from .search import AsyncPolicy
+
+    _stop_leftovers(search, state)
+    kept = {(t.round, t.index): t for t in state.kept}
+    for key, queued in sorted(state.queued.items()):
+        if key in kept:
+            continue
+        recovered = _recover_reported(queued)
+        if recovered is not None:
+            search.journal.append(FinishEvent(trial=recovered))
+            kept[key] = recovered
+    replay_check = _ReplayCheck(search.config.tuning_strategy)
+    if isinstance(search.policy, AsyncPolicy):
+        _restore_async(search, search.policy, state, kept, replay_check)
+    else:
+        _restore_rounds(search, search.policy, state, kept, replay_check)
+    if search.records.trials:
+        search.records.write_views()
+        if search.records.best is not None:
+            search.records.update_best_model()
+
+
+def _restore_rounds(search: "Search", policy: "RoundPolicy", state: SearchState, kept: Dict, check: "_ReplayCheck") -> None:
+    current = state.last_round + 1
+    for round_index in range(current):
+        trials = sorted((t for (r, _), t in kept.items() if r == round_index), key=lambda t: t.index)
+        check.compare(round_index, search.strategy.ask(), state.points(round_index))
+        losses: List[Optional[float]] = [None] * search.config.popsize
+        for trial in trials:
+            if trial.index < len(losses):
+                losses[trial.index] = trial.loss
+        search.strategy.tell(losses)
+        search.rounds_complete.add(round_index)
+    if current > 0:
+        search.evaluator.load_state_dict(state.round_events[current - 1].evaluator)
+    for key, trial in sorted(kept.items()):
+        search.records.add(trial)
+        if key[0] == current:
+            policy.done[key] = trial
+    policy.round = current
+    search.round_index = current
+    rerun = sum(1 for (r, i) in state.queued if r == current and (r, i) not in kept)
+    still = max(0, search.config.popsize - len(policy.done) - rerun) if current < search.config.rounds else 0
+    search.echo(f"Resuming from {JOURNAL}: {len(search.records.trials)} finished trial(s) kept, "
+                + (f"round {current} continues with {rerun} trial(s) to re-run and {still} still to start."
+                   if current < search.config.rounds else f"all {search.config.rounds} round(s) are done already."))
+
+
+def _restore_async(search: "Search", policy: "AsyncPolicy", state: SearchState, kept: Dict, check: "_ReplayCheck") -> None:
+    """Re-tell the strategy every kept result in the order it heard them; results journaled but
+    never told (the tuner died between the two) are told now, in (round, index) order."""
+    told = [key for key in state.told if key in kept]
+    untold = sorted(set(kept) - set(told))
+    for key in told + untold:
+        trial = kept[key]
+        check.compare(trial.round, search.strategy.ask_particle(trial.index)[None, :], {0: trial.point})
+        search.strategy.tell_particle(trial.index, trial.loss)
+        if key in untold:
+            search.journal.append(ToldEvent(round=trial.round, index=trial.index))
+    for key in sorted(kept):
+        search.records.add(kept[key])
+        policy.add(kept[key])
+    search.rounds_complete.update(r for r in state.rounds_complete)
+    search.round_index = max((t.round for t in kept.values()), default=0)
+    search.echo(f"Resuming the asynchronous search: {len(search.records.trials)} finished trial(s) kept.")
+
+
+class _ReplayCheck:
+    """Says once when a replayed proposal differs from the journaled one."""
+
+    def __init__(self, strategy: str) -> None:
+        self.strategy = strategy
+        self.warned = False
+
+    def compare(self, round_index: int, asked: np.ndarray, journaled: Dict[int, Sequence[float]]) -> None:
+        if self.warned:
+            return
+        for index, point in journaled.items():
+            if index < len(asked) and not np.allclose(asked[index], np.asarray(point, dtype=float), rtol=0, atol=1e-9):
+                self.warned = True
+                log.warning("--resume: replaying %s from its seed and the journaled results did not reproduce the journaled candidates "
+                            "of round %d (another version of the strategy or of cma/numpy?); continuing from the replayed state",
+                            self.strategy, round_index)
+                return
+
+
+def _stop_leftovers(search: "Search", state: SearchState) -> None:
+    """Stop what still runs of trials the dead tuner started and never saw finish."""
+    for key, event in sorted(state.running.items()):
+        identity = ProcessIdentity(pid=event.pid, start_ticks=event.start_ticks, host=event.host, boot_id=event.boot_id,
+                                   worker=event.worker)
+        if search.backend.stop_leftover(identity):
+            where = f" on {event.worker}" if event.worker else ""
+            search.echo(f"Stopped a leftover process group of round {key[0]} trial {key[1]} from the interrupted run (pid {event.pid}{where}).")
+
+
+def _recover_reported(queued: QueuedEvent) -> Optional[TrialRecord]:
+    """A trial whose result file was complete when the tuner died counts as finished."""
+    raw, why = read_result(Path(queued.result_path), queued.token)
+    if why:
+        return None
+    score, why = judge_score(raw)
+    return TrialRecord(round=queued.round, index=queued.index, params=queued.params, point=queued.point,
+                       status=Status.OK if score is not None else Status.INVALID, score=score, parent=queued.parent,
+                       log_path=queued.log_path, model_dir=queued.model_dir, attempt=queued.attempt,
+                       message=(why + "; " if why else "") + "exit status unknown: the trial reported before the tuner stopped")
