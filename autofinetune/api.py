@@ -55,7 +55,8 @@ def tune(
     if visualdl:
         from .views.visualdl import VisualDLView
 
-        views.append(VisualDLView())
+        if not any(isinstance(o, VisualDLView) for o in observers):  # one writer per folder
+            views.append(VisualDLView())
     if progress:
         from .views.progress import ProgressView
 

@@ -110,6 +110,10 @@ class StartedEvent(Event):
     host: Optional[str] = None
     boot_id: Optional[str] = None
 
+    def to_json(self) -> Dict[str, Any]:
+        """Where it ran is written only when known: a local trial names no worker."""
+        return {key: value for key, value in super().to_json().items() if value is not None or key in ("pid", "start_ticks")}
+
 
 @dataclass
 class FinishEvent(Event):

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .reporting import write_atomically
 from .rules import better
 from .runner import Status
 
@@ -76,23 +77,9 @@ os.umask(_UMASK)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so readers see the old or the new file, never half.
-
-    mkstemp creates 0600; the views get the mode any file of the user's would (the umask), so
-    teammates who can read the output dir can read them too.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """A view file, swapped in whole; with the mode any file of the user's gets (the umask, not
+    mkstemp's 0600), so teammates who can read the output dir can read the views too."""
+    write_atomically(path, text, mode=0o666 & ~_UMASK)
 
 
 def _json_default(value: Any) -> Any:

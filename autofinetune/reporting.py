@@ -49,13 +49,26 @@ def report_final_result(score: Any) -> None:
         "pid": os.getpid(),
         "time": time.time(),
     }
+    write_atomically(path, json.dumps(record), durable=True)
+
+
+def write_atomically(path: "str | os.PathLike[str]", text: str, durable: bool = False, mode: "int | None" = None) -> None:
+    """Write via a temp file and rename, so a reader sees the old file or the new one, never half.
+
+    The one atomic writer of the package (the tuner's view files use it too); it lives here
+    because this module must stay standard-library only. `durable` fsyncs before the rename
+    (a result must survive the tuner's death); `mode` replaces mkstemp's 0600.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".result-", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -111,7 +111,7 @@ def run_ours(
             asked.extend(np.array(p, dtype=float) for p in points)
         losses = [f(p) for p in points]
         best = min(best, min(losses))
-        strategy.tell(points, losses)
+        strategy.tell(losses)
     return best
 
 

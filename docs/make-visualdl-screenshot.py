@@ -30,13 +30,12 @@ def main() -> int:
         sys.exit("chromium not found; fix: apt-get install chromium")
 
     from autofinetune.api import tune
-    from autofinetune.views import VisualDLView
 
     work = Path(tempfile.mkdtemp(prefix="vdl-shot-"))
     out = work / "output"
     example = REPO / "examples" / "quickstart"
-    tune(example / "train.py", example / "hparam.yaml", popsize=5, rounds=4, output_dir=out, seed=7, echo=None,
-         observers=[VisualDLView(out)])
+    # tune() attaches the VisualDL view itself; a second one would write every log twice.
+    tune(example / "train.py", example / "hparam.yaml", popsize=5, rounds=4, output_dir=out, seed=7, echo=None)
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

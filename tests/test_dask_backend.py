@@ -22,6 +22,8 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from autofinetune.backends import dask_task  # noqa: E402
+from autofinetune.backends.messages import ReportState, TrialPayload, TrialReport  # noqa: E402
+from autofinetune.runner import NO_REPORT  # noqa: E402
 from conftest import HPARAM_3, LEDGER_TRAIN, read_ledger, run_cli  # noqa: E402
 
 #: LEDGER_TRAIN with the ledger path as an option: trials run in the workers' environment, not the tuner's.
@@ -397,11 +399,11 @@ def test_gpu_choices_follow_the_workers_visible_devices_and_resource():
     assert dask_task.gpu_choices(None, 2, ["0", "1", "2"]) == ["0", "1"]
     assert dask_task.gpu_choices(None, 2, []) == ["0", "1"]
     assert dask_task.gpu_choices("", 1, ["0"]) == [""]  # told to see no GPU: neither does the trial
-    key = ("worker-x", "GPU")
-    taken = [dask_task.least_busy(key, 2) for _ in range(3)]
+    key, devices = ("worker-x", "GPU"), dask_task.DeviceUse()
+    taken = [devices.take(key, 2) for _ in range(3)]
     assert taken == [0, 1, 0]
-    dask_task.release(key, 1)
-    assert dask_task.least_busy(key, 2) == 1
+    devices.release(key, 1)
+    assert devices.take(key, 2) == 1
 
 
 def test_run_trial_outside_dask_runs_the_supervised_trial_and_returns_its_report(tmp_path: Path):
@@ -409,19 +411,33 @@ def test_run_trial_outside_dask_runs_the_supervised_trial_and_returns_its_report
     script.write_text("import os, autofinetune; print('cuda', repr(os.environ['CUDA_VISIBLE_DEVICES'])); autofinetune.report_final_result(0.25)\n")
     log = tmp_path / "log.info"
     log.write_bytes(b"")
-    payload = {"key": "k", "argv": ["PYTHON", str(script)], "python": "PYTHON", "cwd": str(tmp_path), "env": {},
-               "log_path": str(log), "result_path": str(tmp_path / "result.json"), "token": "tok", "timeout": None,
-               "kill_grace": 1.0, "resource": "trial"}
-    result = dask_task.run_trial(payload)
-    assert result["state"] == "exited" and result["exit_code"] == 0 and result["stop_reason"] is None
-    assert json.loads(result["result"])["score"] == 0.25 and json.loads(result["result"])["token"] == "tok"
+    payload = TrialPayload("k", ["PYTHON", str(script)], str(log), str(tmp_path / "result.json"), "tok", python="PYTHON",
+                           cwd=str(tmp_path), kill_grace=1.0)
+    report = TrialReport.from_dict(dask_task.run_trial(payload.to_dict()))
+    assert report.state is ReportState.EXITED and report.exit_code == 0 and report.stop_reason is None
+    assert json.loads(report.result)["score"] == 0.25 and json.loads(report.result)["token"] == "tok"
+    assert report.started is not None and report.started.identity.host and report.started.identity.boot_id
     assert "cuda ''" in log.read_text()  # a CPU trial sees no GPU
+
+
+def test_run_trial_outside_dask_enforces_the_timeout_on_a_trial_that_ignores_sigterm(tmp_path: Path):
+    script = tmp_path / "t.py"
+    script.write_text("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)\n")
+    log = tmp_path / "log.info"
+    log.write_bytes(b"")
+    payload = TrialPayload("k", [sys.executable, str(script)], str(log), str(tmp_path / "result.json"), "tok", timeout=0.5,
+                           kill_grace=0.3)
+    started = time.monotonic()
+    report = TrialReport.from_dict(dask_task.run_trial(payload.to_dict()))
+    assert time.monotonic() - started < 5
+    assert report.state is ReportState.EXITED and report.stop_reason == "timeout" and report.exit_code == -signal.SIGKILL
+    assert report.result is None and report.result_error == NO_REPORT
 
 
 def test_run_trial_refuses_a_log_the_tuner_did_not_create(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(dask_task, "SHARED_FS_WAIT", 0.2)
     payload = {"key": "k", "argv": ["true"], "log_path": str(tmp_path / "not-shared" / "log-0.info"),
-               "result_path": str(tmp_path / "r.json"), "token": "t", "resource": "trial"}
+               "result_path": str(tmp_path / "r.json"), "token": "t", "resource": "trial"}  # a minimal payload, as a dict
     result = dask_task.run_trial(payload)
     assert result["state"] == "no_shared_fs"
     assert "not visible on this worker" in result["message"] and "shared by the tuner and every worker" in result["message"]

@@ -249,3 +249,18 @@ def test_echo_none_silences_the_search(tmp_path: Path):
     assert result.stdout == "" and result.stderr == ""
     rows = json.loads((tmp_path / "out" / "trials.json").read_text())
     assert sorted(r["status"] for r in rows) == ["failed", "ok"]  # a crash happened, and said nothing
+
+
+def test_resume_says_once_when_the_replay_does_not_reproduce_the_journal(project: Path):
+    """As under another cma or numpy version: the replayed candidates differ from the journaled ones."""
+    out = project / "out"
+    assert _run(project, out, rounds=1).returncode == 0
+    journal = out / "journal.jsonl"
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    for event in events:
+        if event["event"] == "queued":
+            event["point"][0] = 0.123456
+    journal.write_text("".join(json.dumps(e) + "\n" for e in events))
+    result = _run(project, out, "--resume", rounds=2)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("did not reproduce the journaled candidates of round 0") == 1

@@ -23,6 +23,7 @@ import pytest
 
 from autofinetune.errors import ConfigError
 from autofinetune.views.summary import format_text, main_summary, summarize
+from conftest import run_cli
 
 #: A population-based-aware train.py: a resumed model is one generation deeper and scores a bit
 #: better (so the best model has a lineage); batch sizes above --fail_when_batch_over crash.
@@ -79,16 +80,15 @@ HPARAM = textwrap.dedent(
 NAMES = ["learning_rate", "batch_size", "dropout"]
 POPSIZE, ROUNDS = 4, 3
 
-#: Runs a search through the Python API with the default views, as the CLI will.
+#: Runs a search through the Python API with the views the CLI attaches (VisualDL, progress).
 DRIVER = textwrap.dedent(
     """
     import sys
     from autofinetune.api import tune
-    from autofinetune.views import default_observers
 
     out = sys.argv[1]
     tune("train.py", "hparam.yaml", popsize=%d, rounds=%d, output_dir=out, workers=2, seed=11,
-         passthrough={"fail_when_batch_over": 14}, observers=default_observers(out))
+         passthrough={"fail_when_batch_over": 14}, progress=True)
     """ % (POPSIZE, ROUNDS)
 )
 
@@ -268,7 +268,7 @@ def _alive(pid: int) -> bool:
 
 
 # -- damaged or wrong folders ---------------------------------------------------------------------
-def test_summary_tolerates_a_torn_last_line_but_not_a_damaged_middle(search, tmp_path: Path):
+def test_summary_tolerates_a_torn_last_line_but_not_a_damaged_middle(search, tmp_path: Path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(search["out"], copy)
     lines = (copy / "journal.jsonl").read_text().splitlines(keepends=True)
@@ -280,6 +280,10 @@ def test_summary_tolerates_a_torn_last_line_but_not_a_damaged_middle(search, tmp
     (copy / "journal.jsonl").write_text(lines[0] + "{not json\n" + "".join(lines[1:]))
     with pytest.raises(ConfigError, match=r"line 2 is not valid JSON"):
         summarize(copy)
+    capsys.readouterr()
+    assert main_summary([str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{copy / 'journal.jsonl'}: line 2 is not valid JSON" in err
 
 
 def test_summary_refuses_a_missing_or_foreign_folder(tmp_path: Path, capsys):
@@ -319,6 +323,28 @@ def test_plot_writes_a_png(search, tmp_path: Path, capsys):
     assert "nothing to plot" in capsys.readouterr().err
 
 
+def test_plot_leaves_the_callers_matplotlib_backend_alone(search, tmp_path: Path):
+    """A notebook's backend must survive `plot_search`: no pyplot, no matplotlib.use()."""
+    pytest.importorskip("matplotlib")
+    code = textwrap.dedent(
+        """
+        import sys, matplotlib
+        matplotlib.use("svg")
+        from autofinetune.journal import replay
+        from autofinetune.views.plot import _axes, plot_search
+        plot_search(sys.argv[1], sys.argv[2])
+        state = replay(sys.argv[1] + "/journal.jsonl")
+        axes = {a.name: (a.log, a.choices) for a in _axes(state, state.trials)}
+        print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules, axes["learning_rate"], axes["batch_size"])
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(search["out"]), str(tmp_path / "p.png")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["svg", "False", "(True,", "None)", "(False,", "None)"]
+    assert _png_size(tmp_path / "p.png")[0] >= 800
+
+
 # -- progress on a non-terminal ----------------------------------------------------------------------
 def test_progress_lines_without_a_terminal(search):
     stdout = search["stdout"]
@@ -335,5 +361,93 @@ def test_progress_lines_without_a_terminal(search):
     assert progress[-1].endswith("ETA 0:00:00")
     best = max(_ok_rows(rows), key=lambda r: float(r["score"]))
     assert f"best {float(best['score']):.6g} (" in progress[-1] and f"batch_size={best['batch_size']}" in progress[-1]
-    per_trial = [line for line in stdout.splitlines() if re.match(r"\[round \d+\] trial \d+ ", line)]
+    # (the search's "resumes from" lines say where a trial starts, not how it ended)
+    per_trial = [line for line in stdout.splitlines() if re.match(r"\[round \d+\] trial \d+ (?!resumes from )", line)]
     assert len(per_trial) == POPSIZE * ROUNDS  # the search's own lines, not repeated by the view
+
+
+# -- regressions through the real CLI -------------------------------------------------------------
+def _summary_json(out: Path, cwd: Path) -> Dict[str, Any]:
+    result = run_cli(["summary", str(out), "--format", "json"], cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _search_args(out: Path, *extra: str, popsize: int = 2, rounds: int = 2) -> List[str]:
+    return ["train.py", "--param_file=hparam.yaml", f"--popsize={popsize}", f"--round={rounds}", "--evaluator=fulltrail",
+            "--workers=2", "--seed=3", f"--output_dir={out}", *extra]
+
+
+def test_summary_calls_a_finished_async_search_finished(tmp_path: Path):
+    """It once said "running": it counted `round` events, which async journals did not write."""
+    folder = _project(tmp_path)
+    out = folder / "out"
+    result = run_cli(_search_args(out, "--async", popsize=3, rounds=3), cwd=folder)
+    assert result.returncode == 0, result.stderr
+    summary = _summary_json(out, folder)
+    assert summary["state"] == "finished"
+    assert summary["config"]["asynchronous"] is True
+    assert summary["counts"]["rounds_done"] == 3 and summary["counts"]["finished"] == 9
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2] and all(r["complete"] for r in summary["rounds"])
+    assert "round not finished yet" not in format_text(summary)
+
+
+def _keys(summary: Dict[str, Any]) -> Dict[str, Any]:
+    return {"top": sorted(summary), "counts": sorted(summary["counts"]), "config": sorted(summary["config"])}
+
+
+def test_summary_of_async_and_round_searches_has_one_shape(tmp_path: Path):
+    folder = _project(tmp_path)
+    summaries = {}
+    for mode, extra in (("rounds", ()), ("async", ("--async",))):
+        result = run_cli(_search_args(folder / mode, *extra), cwd=folder)
+        assert result.returncode == 0, result.stderr
+        summaries[mode] = _summary_json(folder / mode, folder)
+    rounds, asynchronous = summaries["rounds"], summaries["async"]
+    assert _keys(rounds) == _keys(asynchronous)
+    assert rounds["counts"] == asynchronous["counts"]
+    assert rounds["state"] == asynchronous["state"] == "finished"
+    assert [sorted(r) for r in rounds["rounds"]] == [sorted(r) for r in asynchronous["rounds"]]
+
+
+def test_lineage_schedule_of_a_population_based_search(search, capsys):
+    """The schedule examples/pbt_schedule/lineage.py prints, from the summary."""
+    out = search["out"]
+    summary = summarize(out)
+    schedule = summary["lineage_schedule"]
+    assert [s["model"] for s in schedule] == summary["lineage"]
+    assert [s["round"] for s in schedule] == list(range(len(schedule)))  # one model per round, oldest first
+    rows = {(int(r["round"]), int(r["index"])): r for r in search["rows"]}
+    for step in schedule:
+        row = rows[(step["round"], step["index"])]
+        assert step["model"] == f"round{step['round']}/model-{step['index']}"
+        assert step["score"] == float(row["score"])
+        assert step["params"]["batch_size"] == int(row["batch_size"])
+        assert step["params"]["learning_rate"] == float(row["learning_rate"])
+    assert schedule[-1]["round"] == summary["best"]["round"] and schedule[-1]["index"] == summary["best"]["index"]
+    text = format_text(summary)
+    section = text.split("Schedule of the best lineage")[1].split("\n\n")[0].splitlines()[1:]
+    assert section[0].split() == ["model", "score", *NAMES]
+    assert [line.split()[0] for line in section[1:]] == summary["lineage"]
+
+
+def test_log_tail_reads_only_inside_the_output_dir(search, tmp_path: Path):
+    """A crafted journal must not make `summary` print an arbitrary file."""
+    copy = tmp_path / "copy"
+    shutil.copytree(search["out"], copy)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password=hunter2\n")
+    (copy / "round0" / "escape.info").symlink_to(secret)
+    forged = [str(secret), str(copy / "round0" / "escape.info"), str(copy / ".." / "secret.txt")]
+    lines = []
+    for line in (copy / "journal.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "finish" and event["trial"]["status"] != "ok" and forged:
+            event["trial"]["log_path"] = forged.pop()
+        lines.append(json.dumps(event))
+    assert not forged, "the fixture should have three failed trials"
+    (copy / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    summary = summarize(copy)
+    assert len(summary["failures"]) >= 3
+    assert "hunter2" not in json.dumps(summary) and "hunter2" not in format_text(summary)
+    assert all(f["log_tail"] == "" for f in summary["failures"] if "secret" in f["log_path"] or "escape" in f["log_path"])

@@ -25,9 +25,11 @@ import numpy as np
 import pytest
 
 from autofinetune.api import tune
+from autofinetune.search import SearchObserver
 from autofinetune.space import load_space
-from autofinetune.views import ProgressView, VisualDLView, default_observers
+from autofinetune.views import ProgressView, VisualDLView
 from autofinetune.views.visualdl import hparam_value, scalar_value
+from conftest import run_cli
 
 #: A train.py following the whole contract (also --model_path/--epochs for population-based);
 #: with --fail_when_batch_over=N, a trial whose batch size is above N crashes.
@@ -70,7 +72,7 @@ def _search(folder: Path, name: str, **options: Any) -> Path:
     out = folder / name
     progress = io.StringIO()
     tune(folder / "train.py", SPACE, popsize=POPSIZE, rounds=ROUNDS, output_dir=out, workers=2, seed=5, echo=None,
-         observers=[VisualDLView(out), ProgressView(stream=progress)], **options)
+         visualdl=False, observers=[VisualDLView(), ProgressView(stream=progress)], **options)
     return out
 
 
@@ -214,11 +216,10 @@ DRIVER = textwrap.dedent(
     """
     import json, sys
     from autofinetune.api import tune
-    from autofinetune.views import VisualDLView
 
     out, mode = sys.argv[1], sys.argv[2]
     tune("train.py", json.loads(sys.argv[3]), popsize=%d, rounds=%d, output_dir=out, workers=%d, seed=5,
-         echo=None, resume=mode == "resume", observers=[VisualDLView(out)])
+         echo=None, resume=mode == "resume")  # tune() attaches the VisualDL view itself
     """ % (POPSIZE, ROUNDS, POPSIZE)
 )
 
@@ -285,10 +286,11 @@ def test_importing_autofinetune_and_views_loads_no_heavy_library(finished: Path)
     assert result.stdout.strip() == "[]"  # visualdl and tqdm wait until a search starts
 
 
-def test_default_observers():
-    observers = default_observers("somewhere")
-    assert [type(o) for o in observers] == [VisualDLView, ProgressView]
-    assert [type(o) for o in default_observers(None, progress=False)] == [VisualDLView]
+def test_views_facade_is_lazy_and_has_no_default_observers():
+    import autofinetune.views as views
+
+    assert issubclass(views.VisualDLView, SearchObserver) and issubclass(views.ProgressView, SearchObserver)
+    assert not hasattr(views, "default_observers")  # tune() attaches the views; there is one place for it
 
 
 def test_live_progress_line_keeps_search_lines_whole(tmp_path: Path):
@@ -310,6 +312,73 @@ def test_live_progress_line_keeps_search_lines_whole(tmp_path: Path):
     for line in lines:  # each search line was written whole, at the start of a cleared line
         assert "\n" + line + "\n" in text or "\r" + line + "\n" in text or text.startswith(line + "\n"), line
     assert view._bar is None and view._ticker is None  # closed, thread stopped
+
+
+#: Every trial scores 0.75, and a higher index finishes sooner (index 3 first, index 0 last).
+TIE_TRAIN = textwrap.dedent(
+    """
+    import argparse, os, time
+    import autofinetune
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--learning_rate", type=float, required=True)
+    parser.add_argument("--batch_size", type=int, required=True)
+    parser.add_argument("--saved_params_dir", required=True)
+    args = parser.parse_args()
+    index = int(os.path.basename(os.path.normpath(args.saved_params_dir)).split("-")[-1])
+    time.sleep(0.6 * (3 - index))
+    with open(os.path.join(args.saved_params_dir, "weights.txt"), "w") as handle:
+        handle.write("index %d\\n" % index)
+    autofinetune.report_final_result(0.75)
+    """
+)
+
+TIE_HPARAM = textwrap.dedent(
+    """
+    param_list:
+    - name : learning_rate
+      init_value : 0.01
+      type : float
+      lower_than : 0.1
+      greater_than : 0.0001
+    - name : batch_size
+      init_value : 16
+      type : int
+      lower_than : 32
+      greater_than : 8
+    """
+)
+
+
+def test_a_tie_goes_to_the_earliest_trial_everywhere(tmp_path: Path):
+    """best_model/, summary and VisualDL once disagreed on a tie (finish order vs (round, index))."""
+    (tmp_path / "train.py").write_text(TIE_TRAIN)
+    (tmp_path / "hparam.yaml").write_text(TIE_HPARAM)
+    out = tmp_path / "out"
+    result = run_cli(["train.py", "--param_file=hparam.yaml", "--popsize=4", "--round=1", "--evaluator=fulltrail",
+                      "--workers=4", "--seed=1", f"--output_dir={out}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    finishes = [json.loads(line)["trial"]["index"] for line in (out / "journal.jsonl").read_text().splitlines()
+                if '"event": "finish"' in line]
+    assert finishes[0] == 3 and finishes[-1] == 0, f"the test needs trial 3 to finish first, trial 0 last: {finishes}"
+    trials = {t["index"]: t for t in _trials(out)}
+    assert {t["score"] for t in trials.values()} == {0.75}
+    assert len({t["learning_rate"] for t in trials.values()}) == 4, "the candidates should differ"
+
+    assert json.loads((out / "best_model" / ".autofinetune_best.json").read_text())["index"] == 0
+    assert (out / "best_model" / "weights.txt").read_text() == "index 0\n"
+    summary = run_cli(["summary", str(out), "--format", "json"], cwd=tmp_path)
+    assert summary.returncode == 0, summary.stderr
+    data = json.loads(summary.stdout)
+    assert (data["best"]["round"], data["best"]["index"]) == (0, 0)
+    assert [t["index"] for t in data["top"]] == [0, 1, 2, 3]
+    assert data["rounds"][0]["best_index"] == 0
+
+    logdir = out / "visualization"
+    reader = _reader(logdir)
+    assert _scalars(reader, logdir, "hyperparameter_tuning/best_eval_value") == {0: pytest.approx(0.75)}
+    for name in ("learning_rate", "batch_size"):
+        assert _scalars(reader, logdir, f"hyperparameter_tuning/{name}") == {0: pytest.approx(float(trials[0][name]), rel=1e-6)}
 
 
 # -- the real VisualDL server -----------------------------------------------------------------

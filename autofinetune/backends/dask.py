@@ -1,4 +1,4 @@
-"""Trials as tasks of a Dask cluster (`--backend=dask`): the LocalScheduler interface, scaled out.
+"""Trials as tasks of a Dask cluster (`--backend=dask`): a `Backend` (backends/base.py), scaled out.
 
 Each trial is one Dask task (`dask_task.run_trial`) that takes one unit of a worker resource:
 `GPU` when the search runs on GPUs, `trial` for CPU trials. The cluster's resources decide how
@@ -30,17 +30,18 @@ import secrets
 import sys
 import time
 import weakref
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import distributed
 
 from .. import __version__
 from ..devices import Slot
 from ..errors import ConfigError
-from ..scheduler import (FAILED, INTERRUPTED, NO_REPORT, ProcessIdentity, TrialOutcome, TrialSpec, judge_trial,
-                         parse_result)
-from .dask_task import GPU, TRIAL
+from ..runner import (FAILED, INTERRUPTED, ProcessIdentity, Report, TrialOutcome, TrialSpec, judge_trial, parse_result,
+                      prepare_files, stop_stale_group)
+from .base import OnStart, take_all, wait_for_outcomes
+from .messages import GPU, TRIAL, ReportState, StopNames, TrialPayload, TrialReport, TrialStarted
 
 log = logging.getLogger("autofinetune")
 
@@ -97,11 +98,10 @@ class _Task:
     identity: Optional[ProcessIdentity] = None
 
 
-class DaskScheduler:
-    """LocalScheduler's interface over a Dask cluster: submit, wait_any, shutdown, kill_now."""
+class DaskBackend:
+    """A `Backend` over a Dask cluster: one task per trial, stopped on its worker."""
 
-    def __init__(self, slots: Sequence[Slot], kill_grace: float = 5.0,
-                 on_start: Optional[Callable[[TrialSpec, Slot, ProcessIdentity], None]] = None,
+    def __init__(self, slots: Sequence[Slot], kill_grace: float = 5.0, on_start: Optional[OnStart] = None,
                  address: Optional[str] = None) -> None:
         if not slots and address is None:
             raise ValueError("at least one slot is needed")
@@ -110,9 +110,8 @@ class DaskScheduler:
         self._on_start = on_start
         self.run_id = secrets.token_hex(6)
         self._topic = f"autofinetune-{self.run_id}-started"
-        self._stop_names = {name: f"autofinetune-{self.run_id}-{name}" for name in ("stop", "kill", "grace")}
+        self._stop_names = StopNames.for_run(self.run_id)
         self._tasks: Dict[str, _Task] = {}
-        self._held: List[TrialSpec] = []  # submitted after stop_launching: never sent
         self._events: "queue.Queue[tuple]" = queue.Queue()
         self._ready: List[TrialOutcome] = []
         self._launching = True
@@ -123,14 +122,17 @@ class DaskScheduler:
         self._no_worker_since: Optional[float] = None
         self._reminded_at = 0.0
         self.cluster: Any = None
-        self.local_slots: Dict[str, List[Any]] = {}
+        self.local_slots: Dict[str, Tuple[int, Optional[str]]] = {}
+        quiet = logging.getLogger("distributed")
+        restore_level = quiet.level  # only the cluster started here is quietened (see _start_local_cluster)
         self.client = self._start_local_cluster() if address is None else self._connect(address)
-        self._finalizer = weakref.finalize(self, _close_quietly, self.client, self.cluster)  # also runs at exit
+        self._finalizer = weakref.finalize(self, _close_quietly, self.client, self.cluster,
+                                           restore_level if address is None else None)  # also runs at exit
         try:
             self.resource = self._choose_resource() if address is not None else GPU if any(s.gpu is not None for s in self.slots) else TRIAL
             self.address = self.client.scheduler.address
             self.client.subscribe_topic(self._topic, self._on_topic)
-            distributed.Variable(self._stop_names["grace"], client=self.client).set(float(kill_grace))
+            distributed.Variable(self._stop_names.grace, client=self.client).set(float(kill_grace))
             capacity, workers = self._capacity()
         except BaseException:
             self._finalizer()
@@ -142,13 +144,17 @@ class DaskScheduler:
 
     # -- setting up ----------------------------------------------------------------------------
     def _start_local_cluster(self) -> Any:
-        """A cluster in this process on 127.0.0.1: one single-thread worker per slot, pinned to its GPU."""
+        """A cluster in this process on 127.0.0.1: one single-thread worker per slot, pinned to its GPU.
+
+        Its workers' INFO chatter would fill the tuner's terminal, so distributed logs only
+        warnings until the cluster is closed, when the level it had comes back.
+        """
         logging.getLogger("distributed").setLevel(logging.WARNING)
         resource = GPU if any(s.gpu is not None for s in self.slots) else TRIAL
         workers = {}
         for slot in self.slots:
             name = f"autofinetune-slot{slot.index}"
-            self.local_slots[name] = [slot.index, slot.gpu]
+            self.local_slots[name] = (slot.index, slot.gpu)
             workers[name] = {"cls": distributed.Worker, "options": {
                 "nthreads": 1, "resources": {resource: 1}, "host": "127.0.0.1", "memory_limit": 0, "dashboard": False}}
         scheduler = {"cls": distributed.Scheduler, "options": {
@@ -203,71 +209,48 @@ class DaskScheduler:
                         "Start workers with `dask worker %s --resources %s=1 --nthreads 1` (see docs/dask.md)",
                         self.address, self.resource, workers, self.address, self.resource)
 
-    # -- the interface ---------------------------------------------------------------------------
+    # -- the Backend interface -------------------------------------------------------------------
     def submit(self, spec: TrialSpec) -> None:
         if not self._launching:
-            self._held.append(spec)
-            return
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            spec.result_path.unlink()
-        except FileNotFoundError:
-            pass
+            return  # never sent: the journal still has it queued, for --resume
+        prepare_files(spec)
         spec.log_path.write_bytes(b"")  # the worker must see this very file: the shared-filesystem check
         self._count += 1
         key = f"autofinetune-{self.run_id}-{spec.key}-{self._count}"
-        payload = {"key": key, "argv": list(spec.argv), "python": sys.executable, "cwd": spec.cwd, "env": dict(spec.env),
-                   "log_path": str(spec.log_path), "result_path": str(spec.result_path), "token": spec.token,
-                   "timeout": spec.timeout, "kill_grace": self.kill_grace, "resource": self.resource,
-                   "topic": self._topic, "stop_names": self._stop_names, "local_slots": self.local_slots}
-        future = self.client.submit(_by_value("run_trial"), payload, key=key, pure=False, resources={self.resource: 1})
+        payload = TrialPayload(key, list(spec.argv), str(spec.log_path), str(spec.result_path), spec.token, self.resource,
+                               python=sys.executable, cwd=spec.cwd, env=dict(spec.env), timeout=spec.timeout,
+                               kill_grace=self.kill_grace, topic=self._topic, stop_names=self._stop_names,
+                               local_slots=dict(self.local_slots))
+        future = self.client.submit(_by_value("run_trial"), payload.to_dict(), key=key, pure=False, resources={self.resource: 1})
         self._tasks[key] = _Task(spec, future, key)
         future.add_done_callback(lambda _f, key=key: self._events.put(("done", key)))
 
-    @property
-    def queued(self) -> int:
-        return sum(1 for t in self._tasks.values() if t.started is None) + len(self._held)
-
-    @property
-    def running(self) -> int:
-        return sum(1 for t in self._tasks.values() if t.started is not None)
+    def counts(self) -> Tuple[int, int]:
+        running = sum(1 for t in self._tasks.values() if t.started is not None)
+        return running, len(self._tasks) - running
 
     def wait_any(self, timeout: Optional[float] = None) -> List[TrialOutcome]:
         """Block until at least one trial ends (or `timeout` passes); [] when nothing is running."""
-        give_up = None if timeout is None else time.monotonic() + timeout
-        while True:
-            outcomes, self._ready = self._ready + self._drain(block=False), []
-            if outcomes or not self._tasks:
-                return outcomes
-            self._remind_if_no_worker()
-            wait = 1.0 if give_up is None else max(0.0, min(1.0, give_up - time.monotonic()))
-            outcomes = self._drain(block=True, timeout=wait)
-            if outcomes:
-                return outcomes
-            if give_up is not None and time.monotonic() >= give_up:
-                return []
+        def ready() -> List[TrialOutcome]:
+            outcomes, self._ready = self._ready + self._drain(0.0), []
+            return outcomes
 
-    def stop_launching(self) -> List[TrialSpec]:
-        """Start nothing more: cancel the tasks no worker has started; return their specs."""
-        self._launching = False
-        self._ready.extend(self._drain(block=False))  # take in what has arrived: starts, and ends to report
-        dropped = [t for t in self._tasks.values() if t.started is None]
-        for task in dropped:
-            del self._tasks[task.key]
-        if dropped:
-            self._quiet(self.client.cancel, [t.future for t in dropped])
-        held, self._held = self._held, []
-        return [t.spec for t in dropped] + held
+        def block(left: Optional[float]) -> List[TrialOutcome]:
+            self._remind_if_no_worker()
+            return self._drain(1.0 if left is None else min(1.0, left))  # wakes for the reminder
+
+        return wait_for_outcomes(timeout, ready, lambda: not self._tasks, block)
+
 
     def shutdown(self, grace: Optional[float] = None) -> List[TrialOutcome]:
         """Stop every running trial's group on its worker (TERM, KILL after the grace) and wait for it."""
         grace = self.kill_grace if grace is None else grace
         self._signal_stop(grace)
-        self.stop_launching()
+        self._stop_launching()
         outcomes, self._ready = self._ready, []
         give_up = time.monotonic() + grace + STOP_SLACK
         while self._tasks and time.monotonic() < give_up:
-            outcomes.extend(self._drain(block=True, timeout=0.5))
+            outcomes.extend(self._drain(0.5))
         for task in list(self._tasks.values()):  # its worker never answered: lost or unreachable
             del self._tasks[task.key]
             self._quiet(task.future.cancel)
@@ -279,7 +262,7 @@ class DaskScheduler:
     def kill_now(self) -> None:
         """The second Ctrl-C: every running trial group is SIGKILLed on its worker, no grace."""
         self._signal_stop(0.0, kill=True)
-        self.stop_launching()
+        self._stop_launching()
 
     def close(self) -> None:
         """Stop what still runs, then disconnect (and close the cluster this scheduler started)."""
@@ -288,84 +271,95 @@ class DaskScheduler:
         try:
             if self._tasks:
                 self.shutdown(grace=min(self.kill_grace, 3.0))
-            for name in ("stop", "kill"):
-                self._quiet(distributed.Event(self._stop_names[name], client=self.client).clear)
-            self._quiet(distributed.Variable(self._stop_names["grace"], client=self.client).delete)
+            for name in (self._stop_names.stop, self._stop_names.kill):
+                self._quiet(distributed.Event(name, client=self.client).clear)
+            self._quiet(distributed.Variable(self._stop_names.grace, client=self.client).delete)
             self._quiet(self.client.unsubscribe_topic, self._topic)
         finally:
             self._closed = True
             self._finalizer()
 
-    def stop_stale_group(self, worker: str, pid: int, start_ticks: Optional[int]) -> bool:
-        """`--resume`: stop a trial group the killed tuner left on `worker`, if that worker is still here."""
+    def stop_leftover(self, identity: ProcessIdentity) -> bool:
+        """`--resume`: a group on a worker is stopped by that worker, if it is still here; never by a local pid."""
+        worker = identity.worker
+        if worker is None:
+            return stop_stale_group(identity)  # the tuner's own in-process cluster: this machine
         if worker not in self._workers():
             return False  # gone, and its trial groups with it (the supervisor's lifeline)
         try:
-            answers = self.client.run(_by_value("stop_leftover"), pid, start_ticks, workers=[worker])
+            answers = self.client.run(_by_value("stop_leftover"), identity.to_json(), workers=[worker])
         except Exception as error:  # noqa: BLE001 - resume goes on; the trial is re-run anyway
-            log.warning("could not ask Dask worker %s to stop a leftover trial (pid %d): %s", worker, pid, error)
+            log.warning("could not ask Dask worker %s to stop a leftover trial (pid %d): %s", worker, identity.pid, error)
             return False
         return answers.get(worker) is True
 
     # -- internals -------------------------------------------------------------------------------
+    def _stop_launching(self) -> None:
+        """Start nothing more: cancel the tasks no worker has started (the journal keeps them for --resume)."""
+        self._launching = False
+        self._ready.extend(self._drain(0.0))  # take in what has arrived: starts, and ends to report
+        dropped = [t for t in self._tasks.values() if t.started is None]
+        for task in dropped:
+            del self._tasks[task.key]
+        if dropped:
+            self._quiet(self.client.cancel, [t.future for t in dropped])
+
     def _signal_stop(self, grace: float, kill: bool = False) -> None:
         self._stopping = True
         try:
-            distributed.Variable(self._stop_names["grace"], client=self.client).set(float(grace))
-            distributed.Event(self._stop_names["stop"], client=self.client).set()
+            distributed.Variable(self._stop_names.grace, client=self.client).set(float(grace))
+            distributed.Event(self._stop_names.stop, client=self.client).set()
             if kill:
-                distributed.Event(self._stop_names["kill"], client=self.client).set()
+                distributed.Event(self._stop_names.kill, client=self.client).set()
         except Exception as error:  # noqa: BLE001 - scheduler gone: its workers' tasks are cancelled anyway
             log.warning("could not tell the Dask cluster to stop the trials (%s); trials whose tasks are cancelled stop on their own", error)
 
     def _on_topic(self, event: Any) -> None:
         """Runs in the client's thread: hand the start report to the search's thread."""
         message = event[1] if isinstance(event, (tuple, list)) and len(event) == 2 else event
-        self._events.put(("started", message))
-
-    def _drain(self, block: bool, timeout: Optional[float] = None) -> List[TrialOutcome]:
-        outcomes: List[TrialOutcome] = []
         try:
-            item = self._events.get(block=block, timeout=timeout) if block else self._events.get_nowait()
-        except queue.Empty:
-            return outcomes
-        while True:
-            if item[0] == "started":
-                self._started(item[1])
+            self._events.put(("started", TrialStarted.from_dict(message)))
+        except (KeyError, TypeError, ValueError):  # another version's message: the task's report carries the start too
+            pass
+
+    def _drain(self, wait: Optional[float]) -> List[TrialOutcome]:
+        """Take in the starts and the ends that arrived, waiting up to `wait` seconds for the first."""
+        outcomes: List[TrialOutcome] = []
+        for kind, item in take_all(self._events, wait):
+            if kind == "started":
+                self._started(item)
             else:
-                outcome = self._finish(item[1])
+                outcome = self._finish(item)
                 if outcome is not None:
                     outcomes.append(outcome)
-            try:
-                item = self._events.get_nowait()
-            except queue.Empty:
-                return outcomes
+        return outcomes
 
-    def _started(self, message: Dict[str, Any], at: Optional[float] = None) -> None:
-        task = self._tasks.get(message.get("key", ""))
+    def _started(self, message: TrialStarted, at: Optional[float] = None) -> None:
+        task = self._tasks.get(message.key)
         if task is None:
             return  # finished already, or dropped
-        local = self.cluster is not None  # the tuner's own workers: same machine, resume stops them locally
-        identity = ProcessIdentity(int(message["pid"]), message.get("start_ticks"), None if local else message.get("worker"))
-        if task.identity is not None and (task.identity, task.slot) == (identity, self._slot_of(message)):
+        identity = message.identity
+        if self.cluster is not None:  # the tuner's own workers: this machine, resume stops them locally
+            identity = replace(identity, worker=None)
+        slot = self._slot_of(message)
+        if task.identity is not None and (task.identity, task.slot) == (identity, slot):
             return  # heard already
         # A first start, or Dask running the task again after its worker was lost: journal where it runs now.
         if task.identity is not None:
             log.warning("trial %s: its Dask worker %s was lost; Dask runs it again on %s (log: %s)", task.spec.key,
-                        task.identity.worker or task.slot, message.get("worker"), task.spec.log_path)
+                        task.identity.worker or task.slot, message.identity.worker, task.spec.log_path)
         task.started = time.monotonic() if at is None else at
-        task.slot = self._slot_of(message)
+        task.slot = slot
         task.identity = identity
         self._no_worker_since = None
         if self._on_start is not None:
             self._on_start(task.spec, task.slot, task.identity)
 
-    def _slot_of(self, message: Dict[str, Any]) -> Slot:
-        position, gpu = int(message.get("position") or 0), message.get("gpu")
-        gpu = gpu if gpu is not None and self.resource == GPU else None
+    def _slot_of(self, message: TrialStarted) -> Slot:
+        gpu = message.gpu if message.gpu is not None and self.resource == GPU else None
         if self.cluster is not None:
-            return next((s for s in self.slots if s.index == position), Slot(position, gpu))
-        return WorkerSlot(position, gpu, str(message.get("worker") or ""))
+            return next((s for s in self.slots if s.index == message.position), Slot(message.position, gpu))
+        return WorkerSlot(message.position, gpu, message.identity.worker or "")
 
     def _unknown_slot(self) -> Slot:
         return WorkerSlot(0, None, "unknown worker")
@@ -373,10 +367,10 @@ class DaskScheduler:
     def _finish(self, key: str) -> Optional[TrialOutcome]:
         task = self._tasks.pop(key, None)
         if task is None:
-            return None  # dropped by stop_launching
+            return None  # dropped by _stop_launching
         finished = time.monotonic()
         try:
-            result = task.future.result()
+            wire = task.future.result()
         except _CANCELLED as error:
             return self._failed(task, finished, f"its Dask task was cancelled ({error})")
         except ImportError as error:
@@ -384,54 +378,52 @@ class DaskScheduler:
                         f"autofinetune {__version__} in the Python environment of every worker (pip install 'autofinetune[dask]')")
         except Exception as error:  # noqa: BLE001 - the worker died (KilledWorker) or the task broke
             return self._failed(task, finished, f"its Dask task failed: {type(error).__name__}: {error}")
-        return self._outcome(task, result, finished)
+        try:
+            report = TrialReport.from_dict(wire)
+        except (KeyError, TypeError, ValueError) as error:
+            self._abort(f"a Dask worker returned a trial report this tuner cannot read ({type(error).__name__}: {error}); fix: "
+                        f"install autofinetune {__version__}, the tuner's version, on every worker")
+        return self._outcome(task, report, finished)
 
     def _failed(self, task: _Task, finished: float, message: str) -> TrialOutcome:
         status = INTERRUPTED if self._stopping else FAILED
         return TrialOutcome(task.spec, status, None, None, task.slot or self._unknown_slot(), task.started or finished, finished, message)
 
-    def _outcome(self, task: _Task, result: Dict[str, Any], finished: float) -> Optional[TrialOutcome]:
-        state = result.get("state")
-        if result.get("version") != __version__ and not self._warned_version:
+    def _outcome(self, task: _Task, report: TrialReport, finished: float) -> Optional[TrialOutcome]:
+        if report.version != __version__ and not self._warned_version:
             self._warned_version = True
             log.warning("Dask worker %s runs autofinetune %s, the tuner %s; install the same version on every worker",
-                        result.get("worker"), result.get("version"), __version__)
-        if state == "not_started":  # it saw the search stopping before it started: --resume runs it
+                        report.worker, report.version, __version__)
+        if report.state is ReportState.NOT_STARTED:  # it saw the search stopping before it started: --resume runs it
             return None if self._stopping else TrialOutcome(task.spec, INTERRUPTED, None, None, self._unknown_slot(), finished, finished,
                                                             "not started: the search was stopping")
-        if state == "no_shared_fs":
-            self._abort(f"Dask worker {result.get('worker')} ({result.get('host')}): {result.get('message')}; fix: put --output_dir "
+        if report.state is ReportState.NO_SHARED_FS:
+            self._abort(f"Dask worker {report.worker} ({report.host}): {report.message}; fix: put --output_dir "
                         f"(and the training script) on a shared filesystem (NFS, Lustre, ...) mounted at the same path on every worker")
-        if task.started is None and result.get("pid") is not None:  # the result overtook the start report
-            self._started({**result, "key": task.key}, at=finished - float(result.get("duration") or 0.0))
-        slot = task.slot or self._slot_of(result)
-        started = finished - float(result.get("duration") or 0.0)
-        if state != "exited":
-            return TrialOutcome(task.spec, FAILED, None, None, slot, started, finished, str(result.get("message") or state))
+        started = finished - report.duration
+        if task.started is None and report.started is not None:  # the result overtook the start report
+            self._started(replace(report.started, key=task.key), at=started)
+        slot = task.slot or (self._slot_of(report.started) if report.started is not None else self._unknown_slot())
+        if report.state is not ReportState.EXITED or report.exit_code is None:
+            return TrialOutcome(task.spec, FAILED, None, None, slot, started, finished, report.message or str(report.state))
         spec = task.spec
-        text, error = result.get("result"), result.get("result_error") or ""
-        stop_reason = result.get("stop_reason")
-        if stop_reason == "cancelled":
-            stop_reason = INTERRUPTED
 
-        def report() -> "tuple[Optional[Any], str]":
-            if error:
-                return None, error
-            if text is None:
-                return None, NO_REPORT
-            return parse_result(text, spec.result_path, spec.token)
+        def read_report() -> Report:
+            if report.result is None:
+                return None, report.result_error
+            return parse_result(report.result, spec.result_path, spec.token)
 
-        exit_code = int(result.get("exit_code", -1))
-        status, score, message = judge_trial(spec, exit_code, stop_reason, report)
-        return TrialOutcome(spec, status, score, exit_code, slot, started, finished, message)
+        status, score, message = judge_trial(spec, report.exit_code, report.stop_reason, read_report)
+        return TrialOutcome(spec, status, score, report.exit_code, slot, started, finished, message)
 
-    def _abort(self, message: str) -> None:
+    def _abort(self, message: str) -> NoReturn:
         """A problem of the cluster, not of the candidate: stop everything and fail the search."""
         self.shutdown(grace=min(self.kill_grace, 3.0))
         raise DaskBackendError(message)
 
     def _remind_if_no_worker(self) -> None:
-        if self.running or not self._tasks:
+        running, queued = self.counts()
+        if running or not self._tasks:
             self._no_worker_since = None
             return
         now = time.monotonic()
@@ -444,7 +436,7 @@ class DaskScheduler:
         capacity, workers = self._capacity()
         if not capacity:
             log.warning("%d trial(s) wait for a Dask worker that offers %s; the cluster at %s has %d worker(s) and none does. "
-                        "Start workers with --resources %s=1 (see docs/dask.md)", self.queued, self.resource, self.address, workers, self.resource)
+                        "Start workers with --resources %s=1 (see docs/dask.md)", queued, self.resource, self.address, workers, self.resource)
 
     @staticmethod
     def _quiet(call: Callable[..., Any], *args: Any) -> None:
@@ -454,10 +446,13 @@ class DaskScheduler:
             pass
 
 
-def _close_quietly(client: Any, cluster: Any) -> None:
-    """Disconnect and close a cluster we started without distributed's shutdown chatter."""
+def _close_quietly(client: Any, cluster: Any, restore_level: Optional[int]) -> None:
+    """Disconnect and close a cluster we started without distributed's shutdown chatter.
+
+    `restore_level`: distributed's log level before the in-process cluster quietened it.
+    """
     logger = logging.getLogger("distributed")
-    level = logger.level
+    level = logger.level if restore_level is None else restore_level
     logger.setLevel(logging.CRITICAL)
     try:
         try:

@@ -1,11 +1,12 @@
 """The worker side of the Dask backend: one trial, run under its supervisor on a Dask worker.
 
 `run_trial(payload)` is the Dask task. It runs on the worker that holds the trial's resource
-(`GPU=1`, or `trial=1` for CPU trials) and does there what LocalScheduler does on the tuner's
-machine: picks the trial's device, starts `_supervisor.py` + the trial as their own process
-group with a lifeline socket held by this worker process, streams the output to the trial's log
-file, enforces the timeout and the kill grace, and returns the exit status, the timings and the
-text of the result file (the tuner judges it with the trial's token).
+(`GPU=1`, or `trial=1` for CPU trials), picks the trial's device and lives the trial's life
+through runner.py, exactly as the local backend does on the tuner's machine: the supervisor
+and the trial in their own process group with a lifeline held by this worker process, output
+streamed to the trial's log, the timeout and kill grace enforced by `TrialProcess`. It returns
+the exit status, the timings and the text of the result file (the tuner judges it with the
+trial's token). See docs/dask.md.
 
 Stopping, and the lifeline on a worker:
 * the tuner's shutdown sets the search's Dask `Event` "stop" (grace in a `Variable`), kill_now
@@ -19,54 +20,58 @@ is imported inside functions, only on a worker (it is not needed to import the m
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import __version__
-from ..reporting import RESULT_FILE_ENV, TRIAL_TOKEN_ENV
-from ..scheduler import INTERRUPTED, RESULT_LIMIT, SUPERVISOR, TIMEOUT, process_start_ticks, stop_stale_group, trial_status
+from ..runner import (INTERRUPTED, ProcessIdentity, TrialProcess, TrialSpec, build_env, read_result_text,
+                      stop_stale_group)
+from .messages import GPU, TRIAL, ReportState, TrialPayload, TrialReport, TrialStarted
+
+__all__ = ["GPU", "TRIAL", "run_trial", "stop_leftover", "gpu_choices", "DeviceUse"]
 
 #: How long a worker waits to see the log file the tuner created before it concludes that the
 #: output directory is not on a filesystem it shares with the tuner (NFS attribute caches).
 SHARED_FS_WAIT = 10.0
 #: Seconds between the watcher's long polls of the stop events (each returns at once when set).
 STOP_POLL = 5.0
-
-GPU, TRIAL = "GPU", "trial"  # the worker resources a trial takes one of
-
-# Which device positions the trials running in this worker process use: (worker, resource) -> counts.
-_busy_lock = threading.Lock()
-_busy: Dict[Tuple[str, str], List[int]] = {}
+#: Seconds between the trial loop's looks at the stop flags and the task's cancellation.
+LOOP_POLL = 0.05
 
 
-def run_trial(payload: Dict[str, Any]) -> Dict[str, Any]:
-    """Run one trial on this worker; never raises for anything the trial does.
+def run_trial(wire: Dict[str, Any]) -> Dict[str, Any]:
+    """The Dask task: run one trial on this worker; never raises for anything the trial does.
 
-    The returned dict's `state` is `exited` (with `exit_code`, `stop_reason` and `result`),
-    `not_started` (the search was stopping already), `no_shared_fs` or `start_failed` (with
-    `message`).
+    Takes a `TrialPayload` and returns a `TrialReport`, both as dicts (see messages.py).
     """
+    payload = TrialPayload.from_dict(wire)
     here = _Here.current()
-    common = {"worker": here.address, "host": socket.gethostname(), "version": __version__}
-    log_fd, why = _open_shared(payload["log_path"])
+    report = _attempt(payload, here)
+    report.worker, report.host, report.version = here.address, socket.gethostname(), __version__
+    return report.to_dict()
+
+
+def _attempt(payload: TrialPayload, here: "_Here") -> TrialReport:
+    log_fd, why = _open_shared(payload.log_path)
     if log_fd is None:
-        return {**common, "state": "no_shared_fs", "message": why}
+        return _report(ReportState.NO_SHARED_FS, message=why)
     try:
         missing = _missing_paths(payload)
         if missing:
-            return {**common, "state": "no_shared_fs", "message": missing}
+            return _report(ReportState.NO_SHARED_FS, message=missing)
         watch = _StopWatch(here, payload)
         if watch.already_stopping():
-            return {**common, "state": "not_started"}
+            return _report(ReportState.NOT_STARTED)
         position, gpu = here.take_device(payload)
         try:
-            return {**common, **_run(payload, here, watch, log_fd, position, gpu)}
+            return _run(payload, here, watch, log_fd, position, gpu)
         finally:
             here.release_device(payload, position)
             watch.done()
@@ -74,88 +79,67 @@ def run_trial(payload: Dict[str, Any]) -> Dict[str, Any]:
         os.close(log_fd)
 
 
-def _run(payload: Dict[str, Any], here: "_Here", watch: "_StopWatch", log_fd: int, position: int,
-         gpu: Optional[str]) -> Dict[str, Any]:
-    argv = list(payload["argv"])
-    if argv and argv[0] == payload.get("python"):
+def _report(state: ReportState, **facts: Any) -> TrialReport:
+    return TrialReport(state, worker="", host="", version="", **facts)  # run_trial fills in where
+
+
+def _run(payload: TrialPayload, here: "_Here", watch: "_StopWatch", log_fd: int, position: int,
+         gpu: Optional[str]) -> TrialReport:
+    argv = list(payload.argv)
+    if argv and argv[0] == payload.python:
         argv[0] = sys.executable  # the tuner's interpreter path may not exist here; this worker's runs the script
-    env = dict(os.environ)
-    env.update(payload.get("env") or {})
-    env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
-    env[RESULT_FILE_ENV] = payload["result_path"]
-    env[TRIAL_TOKEN_ENV] = payload["token"]
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    spec = TrialSpec(payload.key, argv, log_path=Path(payload.log_path), result_path=Path(payload.result_path),
+                     cwd=payload.cwd, timeout=payload.timeout, env=dict(payload.env), token=payload.token)
     if os.fstat(log_fd).st_size:  # Dask re-runs a task whose worker was lost: keep the first run's output
         os.write(log_fd, f"\nautofinetune: the worker running this trial was lost; running it again on {here.address}\n".encode())
     started = time.monotonic()
-    lifeline, theirs = socket.socketpair()
-    mine, supervisor_end = lifeline.detach(), theirs.detach()
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-S", SUPERVISOR, str(supervisor_end), "--", *argv],
-            stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT, cwd=payload.get("cwd"), env=env,
-            start_new_session=True, pass_fds=(supervisor_end,))
+        trial = TrialProcess.start(argv, build_env(spec, gpu if gpu is not None else ""), payload.cwd, log_fd,
+                                   payload.timeout, payload.kill_grace)
     except OSError as error:
-        os.close(mine)
-        os.write(log_fd, f"autofinetune: could not start {argv[0]}: {error}\n".encode())
-        return {"state": "start_failed", "message": f"could not start on {here.address}: {error}", "duration": time.monotonic() - started}
-    finally:
-        os.close(supervisor_end)
-    ticks = process_start_ticks(process.pid)
-    here.announce(payload, {"key": payload["key"], "pid": process.pid, "start_ticks": ticks, "worker": here.address,
-                            "host": socket.gethostname(), "position": position, "gpu": gpu})
+        return _report(ReportState.START_FAILED, message=f"could not start on {here.address}: {error}",
+                       duration=time.monotonic() - started)
+    announced = TrialStarted(payload.key, dataclasses.replace(ProcessIdentity.of(trial.pid), worker=here.address), position, gpu)
+    here.announce(payload, announced)
     watch.start()
-    deadline = started + payload["timeout"] if payload.get("timeout") else None
-    kill_grace = float(payload.get("kill_grace", 5.0))
-    stop_reason: Optional[str] = None
-    stopped_at = kill_at = None
-    killed = False
     code: Optional[int] = None
     try:
-        while code is None:
-            try:
-                code = process.wait(timeout=0.05)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic()
-            if stop_reason is None:
-                reason, grace = None, kill_grace
-                if deadline is not None and now >= deadline:
-                    reason = TIMEOUT
-                elif watch.grace is not None:
-                    reason, grace = INTERRUPTED, watch.grace
-                elif here.cancelled():
-                    reason = "cancelled"  # nobody waits for this trial any more (the tuner is gone)
-                if reason is not None:
-                    stop_reason, stopped_at, kill_at = reason, now, now + grace
-                    _signal_group(process.pid, signal.SIGTERM)
-            elif watch.grace is not None and stopped_at is not None and kill_at is not None:
-                kill_at = min(kill_at, stopped_at + watch.grace)  # a shutdown during a timeout's grace shortens it
-            if (watch.kill or (kill_at is not None and now >= kill_at)) and not killed:
-                _signal_group(process.pid, signal.SIGKILL)
-                killed = True
+        code = _wait(trial, here, watch)
     finally:
         if code is None:  # this thread failed: never leave the trial behind
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
-        exit_code = trial_status(mine, process.returncode)
-        os.close(mine)
-        _signal_group(process.pid, signal.SIGKILL)  # the trial's leftovers, if the supervisor could not
-    duration = time.monotonic() - started
-    result, result_error = _read_result(payload["result_path"])
-    return {"state": "exited", "exit_code": exit_code, "stop_reason": stop_reason, "duration": duration,
-            "result": result, "result_error": result_error, "pid": process.pid, "start_ticks": ticks,
-            "position": position, "gpu": gpu}
+            trial.kill_now()
+            code = trial.process.wait()
+        exit_code = trial.finish(code)
+    duration = time.monotonic() - trial.started
+    result, result_error = read_result_text(payload.result_path)
+    return _report(ReportState.EXITED, exit_code=exit_code, stop_reason=trial.stop_reason, duration=duration,
+                   result=result, result_error=result_error, started=announced)
 
 
-def _missing_paths(payload: Dict[str, Any]) -> str:
+def _wait(trial: TrialProcess, here: "_Here", watch: "_StopWatch") -> int:
+    """Wait for the supervisor, turning the tuner's stop signals into the trial's stop."""
+    while True:
+        try:
+            return trial.process.wait(timeout=LOOP_POLL)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if watch.grace is not None:
+            trial.request_stop(INTERRUPTED, watch.grace, now)  # a shutdown during a timeout's grace shortens it
+        elif here.cancelled():
+            trial.request_stop(INTERRUPTED, trial.kill_grace, now)  # nobody waits for this trial any more: the tuner is gone
+        if watch.kill:
+            trial.kill_now()
+        trial.enforce(now)
+
+
+def _missing_paths(payload: TrialPayload) -> str:
     """What the trial needs from the shared filesystem besides its log: its cwd and its script."""
-    cwd = payload.get("cwd")
+    cwd = payload.cwd
     if cwd and not os.path.isdir(cwd):
         return f"the trial's working directory {cwd} does not exist on this worker"
-    argv = payload["argv"]
-    script = argv[1] if len(argv) > 1 and argv[0] == payload.get("python") else argv[0] if argv else ""
+    argv = payload.argv
+    script = argv[1] if len(argv) > 1 and argv[0] == payload.python else argv[0] if argv else ""
     if os.path.isabs(script) and not os.path.exists(script):
         return f"the training script {script} does not exist on this worker"
     return ""
@@ -178,26 +162,6 @@ def _open_shared(path: str) -> "tuple[Optional[int], str]":
         delay = min(delay * 2, 1.0)
 
 
-def _read_result(path: str) -> "tuple[Optional[str], str]":
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(RESULT_LIMIT + 1)
-    except FileNotFoundError:
-        return None, ""
-    except OSError as error:
-        return None, f"unreadable result file {path}: {error}"
-    if len(data) > RESULT_LIMIT:
-        return None, f"result file {path} is larger than {RESULT_LIMIT} bytes"
-    return data.decode("utf-8", errors="replace"), ""
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def gpu_choices(visible: Optional[str], capacity: int, discovered: List[str]) -> List[str]:
     """The GPU ids trials on this worker may use, one entry per position.
 
@@ -215,21 +179,33 @@ def gpu_choices(visible: Optional[str], capacity: int, discovered: List[str]) ->
     return ids[:capacity] if 0 < capacity < len(ids) else ids
 
 
-def least_busy(key: Tuple[str, str], size: int) -> int:
-    """Take the least used position of `size` (ties: the first) for this worker and resource."""
-    with _busy_lock:
-        counts = _busy.setdefault(key, [])
-        counts.extend([0] * (size - len(counts)))
-        position = min(range(size), key=lambda i: (counts[i], i))
-        counts[position] += 1
-        return position
+class DeviceUse:
+    """How many trials of this worker process use each device position: (worker, resource) -> counts.
+
+    One instance per worker process (`DEVICES`), shared by the trials its threads run.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Dict[Tuple[str, str], List[int]] = {}
+
+    def take(self, key: Tuple[str, str], size: int) -> int:
+        """Take the least used position of `size` (ties: the first) for this worker and resource."""
+        with self._lock:
+            counts = self._counts.setdefault(key, [])
+            counts.extend([0] * (size - len(counts)))
+            position = min(range(size), key=lambda i: (counts[i], i))
+            counts[position] += 1
+            return position
+
+    def release(self, key: Tuple[str, str], position: int) -> None:
+        with self._lock:
+            counts = self._counts.get(key)
+            if counts is not None and position < len(counts) and counts[position] > 0:
+                counts[position] -= 1
 
 
-def release(key: Tuple[str, str], position: int) -> None:
-    with _busy_lock:
-        counts = _busy.get(key)
-        if counts is not None and position < len(counts) and counts[position] > 0:
-            counts[position] -= 1
+DEVICES = DeviceUse()
 
 
 def _nvml_ids() -> List[str]:
@@ -275,33 +251,35 @@ class _Here:
         except (TypeError, ValueError):
             return 1
 
-    def take_device(self, payload: Dict[str, Any]) -> "tuple[int, Optional[str]]":
+    def _pinned(self, payload: TrialPayload) -> Optional[Tuple[int, Optional[str]]]:
+        """The slot this worker is pinned to in the tuner's own cluster: one worker per --gpu/--workers slot."""
+        return payload.local_slots.get(str(getattr(self.worker, "name", "")))
+
+    def take_device(self, payload: TrialPayload) -> Tuple[int, Optional[str]]:
         """(position, CUDA id or None for a CPU trial) for a trial starting on this worker."""
-        name = str(getattr(self.worker, "name", ""))
-        pinned = (payload.get("local_slots") or {}).get(name)
-        if pinned is not None:  # the tuner's own LocalCluster: one worker per --gpu/--workers slot
-            return int(pinned[0]), pinned[1]
-        resource = payload["resource"]
+        pinned = self._pinned(payload)
+        if pinned is not None:
+            return pinned
+        resource = payload.resource
         capacity = self.capacity(resource)
         if resource == GPU:
             choices: List[Optional[str]] = list(gpu_choices(os.environ.get("CUDA_VISIBLE_DEVICES"), capacity,
                                                             [] if "CUDA_VISIBLE_DEVICES" in os.environ else _nvml_ids()))
         else:
             choices = [None] * capacity
-        position = least_busy((self.address, resource), len(choices))
+        position = DEVICES.take((self.address, resource), len(choices))
         return position, choices[position]
 
-    def release_device(self, payload: Dict[str, Any], position: int) -> None:
-        name = str(getattr(self.worker, "name", ""))
-        if (payload.get("local_slots") or {}).get(name) is None:
-            release((self.address, payload["resource"]), position)
+    def release_device(self, payload: TrialPayload, position: int) -> None:
+        if self._pinned(payload) is None:
+            DEVICES.release((self.address, payload.resource), position)
 
-    def announce(self, payload: Dict[str, Any], message: Dict[str, Any]) -> None:
+    def announce(self, payload: TrialPayload, message: TrialStarted) -> None:
         """Tell the tuner the trial started (and where: it journals the pid)."""
-        if self.worker is None or not payload.get("topic"):
+        if self.worker is None or not payload.topic:
             return
         try:
-            self.worker.log_event(payload["topic"], message)
+            self.worker.log_event(payload.topic, message.to_dict())
         except Exception:  # noqa: BLE001 - the result carries the same facts
             pass
 
@@ -319,20 +297,20 @@ class _Here:
 class _StopWatch:
     """Long-polls the search's stop and kill events in a thread; the trial loop reads the flags."""
 
-    def __init__(self, here: _Here, payload: Dict[str, Any]) -> None:
-        self.names = payload.get("stop_names") or {}
-        self.default_grace = float(payload.get("kill_grace", 5.0))
+    def __init__(self, here: _Here, payload: TrialPayload) -> None:
+        self.names = payload.stop_names
+        self.default_grace = payload.kill_grace
         self.grace: Optional[float] = None  # set once the tuner asked every trial to stop
         self.kill = False
         self._finished = threading.Event()
-        self._client = here.client() if self.names else None
+        self._client = here.client() if self.names is not None else None
 
     def already_stopping(self) -> bool:
-        if self._client is None:
+        if self._client is None or self.names is None:
             return False
         from distributed import Event
         try:
-            return bool(Event(self.names["stop"], client=self._client).is_set())
+            return bool(Event(self.names.stop, client=self._client).is_set())
         except Exception:  # noqa: BLE001 - the trial's own loop watches again
             return False
 
@@ -345,11 +323,12 @@ class _StopWatch:
 
     def _watch(self) -> None:
         from distributed import Event, Variable
-        stop, kill = Event(self.names["stop"], client=self._client), Event(self.names["kill"], client=self._client)
+        assert self.names is not None  # start() runs this only with names
+        stop, kill = Event(self.names.stop, client=self._client), Event(self.names.kill, client=self._client)
         if not self._wait(stop):
             return
         try:
-            grace = float(Variable(self.names["grace"], client=self._client).get(timeout=5))
+            grace = float(Variable(self.names.grace, client=self._client).get(timeout=5))
         except Exception:  # noqa: BLE001 - no grace recorded: the trial's own
             grace = self.default_grace
         self.grace = max(0.0, grace)
@@ -366,6 +345,10 @@ class _StopWatch:
         return False
 
 
-def stop_leftover(pid: int, start_ticks: Optional[int]) -> bool:
-    """Run by `--resume` on the worker that ran a trial of the killed tuner: stop its group."""
-    return stop_stale_group(pid, start_ticks)
+def stop_leftover(identity: Dict[str, Any]) -> bool:
+    """Run by `--resume` on the worker that ran a trial of the killed tuner: stop its group.
+
+    `identity` is a `ProcessIdentity.to_json()`; its host and boot id, when the journal has
+    them, must be this worker's machine's, or nothing is signalled.
+    """
+    return stop_stale_group(ProcessIdentity.from_json(identity))

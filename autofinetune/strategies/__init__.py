@@ -1,75 +1,70 @@
-"""The tuning strategies, by the names `--tuning_strategy` accepts.
+"""The tuning strategies, by the names `--tuning_strategy` accepts (docs/algorithms.md).
 
-`check_strategy` exists separately from `make_strategy` so the CLI can refuse an impossible
-combination (an unknown name, HAZero on one hyperparameter) before any trial starts or any
-output directory is created.
+What exists and what it accepts is data (`registry.StrategyInfo`), so the CLI can refuse an
+impossible combination (an unknown name, HAZero on one hyperparameter, a bad option, --async
+with HAZero) before any trial starts or any output directory is created, and without
+importing an implementation it will not use.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any, Dict, Iterator, Mapping, Tuple, Type
+from typing import Any, Iterator, Mapping, Type
 
-import numpy as np
+from .base import Strategy, losses_with_failures_last
+from .registry import (
+    ENTRY_POINT_GROUP,
+    OptionSpec,
+    StrategyInfo,
+    available,
+    check_strategy,
+    get_info,
+    load_class,
+    make_strategy,
+)
 
-from ..errors import ConfigError
-from .base import Strategy
 
-
-class _LazyRegistry(Mapping):
-    """Name -> Strategy class, importing a strategy's module only when it is asked for.
-
-    HAZero's `cma` pulls in scipy (about a second); a PSHE2 search, a bad-input error or a
-    `--help` should not pay for it.
-    """
-
-    def __init__(self, entries: Dict[str, Tuple[str, str]]) -> None:
-        self._entries = entries
+class _LazyClasses(Mapping):
+    """Name -> Strategy class, importing a strategy's module only when it is looked up."""
 
     def __getitem__(self, name: str) -> Type[Strategy]:
-        module, attribute = self._entries[name]
-        return getattr(importlib.import_module(module, __name__), attribute)
+        infos = available()
+        if name not in infos:
+            raise KeyError(name)
+        return load_class(infos[name])
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        return iter(available())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(available())
 
 
-STRATEGIES: Mapping[str, Type[Strategy]] = _LazyRegistry({"pshe2": (".pshe2", "PSHE2"), "hazero": (".hazero", "HAZero")})
-#: The least dimension each strategy handles, known without importing it.
-MIN_DIM = {"pshe2": 1, "hazero": 2}
+#: Name -> class, for code that wants the class itself; metadata lives in `available()`.
+STRATEGIES: Mapping[str, Type[Strategy]] = _LazyClasses()
 
-__all__ = ["STRATEGIES", "Strategy", "PSHE2", "HAZero", "make_strategy", "check_strategy"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "HAZero",
+    "OptionSpec",
+    "PSHE2",
+    "STRATEGIES",
+    "Strategy",
+    "StrategyInfo",
+    "available",
+    "check_strategy",
+    "get_info",
+    "losses_with_failures_last",
+    "make_strategy",
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("PSHE2", "HAZero"):
-        return STRATEGIES[name.lower()]
-    raise AttributeError(name)
+    # HAZero's module imports cma (and scipy): only on first use.
+    if name == "PSHE2":
+        from .pshe2 import PSHE2
 
-_NUMBER_WORDS = {2: "two", 3: "three"}
+        return PSHE2
+    if name == "HAZero":
+        from .hazero import HAZero
 
-
-def check_strategy(name: str, dim: int, popsize: int) -> None:
-    """Raise ConfigError (one line, with the fix) if `name` cannot search this space."""
-    if name not in STRATEGIES:
-        valid = ", ".join(sorted(STRATEGIES))
-        raise ConfigError(f"--tuning_strategy={name!r} is not a strategy; choose one of: {valid}")
-    if popsize < 1:
-        raise ConfigError(f"--popsize must be 1 or more, got {popsize}")
-    min_dim = MIN_DIM[name]
-    if dim < min_dim:
-        need = _NUMBER_WORDS.get(min_dim, str(min_dim))
-        others = [n for n in sorted(STRATEGIES) if MIN_DIM[n] <= dim]
-        hint = f"; use --tuning_strategy={others[0]}" if others else ""
-        raise ConfigError(
-            f"--tuning_strategy={name}: {dict(pshe2='PSHE2', hazero='HAZero')[name]} needs {need} or more hyperparameters, "
-            f"the search space has {dim}{hint}"
-        )
-
-
-def make_strategy(name: str, dim: int, init_point: np.ndarray, popsize: int, seed: int) -> Strategy:
-    """Build the strategy `--tuning_strategy=name` stands for, after `check_strategy`."""
-    check_strategy(name, dim, popsize)
-    return STRATEGIES[name](dim, init_point, popsize, seed)
+        return HAZero
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

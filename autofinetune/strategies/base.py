@@ -1,27 +1,32 @@
-"""The contract between the search loop and a tuning strategy.
+"""The contract between the search loop and a tuning strategy (docs/algorithms.md).
 
 A strategy sees only points of the unit box [0, 1]^dim and losses to minimise (1 - score). It
-never sees files, processes or GPUs; a failed trial reaches it as `None`, which every strategy
-must rank below every success. Its whole state is a JSON-serialisable dict, so a resumed search
-asks exactly what an uninterrupted one would have asked.
+never sees files, processes or GPUs; a failed trial reaches it as `None` (or NaN/inf), which
+every strategy must rank below every success.
+
+A strategy has no save/load: its state is restored by *replay*. The search journals the
+constructor arguments and every result it told; resuming builds the strategy again with the
+same arguments and seed and tells it the same results in the same order. That only works if a
+strategy is a deterministic function of (constructor arguments, sequence of tells): all its
+randomness comes from a private generator seeded from `seed`, it never touches numpy's global
+generator, and `ask` / `ask_particle` change nothing that a later call can observe -- the
+search may call them any number of times, or not at all, between two tells.
 """
 from __future__ import annotations
 
 import abc
-from typing import Any, Optional, Sequence
+import math
+from typing import List, Optional, Sequence
 
 import numpy as np
 
 
 class Strategy(abc.ABC):
-    """Proposes one generation of `popsize` candidates per `ask`, learns from `tell`."""
+    """Proposes one generation of `popsize` candidates per `ask`, learns from `tell`.
 
-    name: str = ""
-    #: The smallest search-space dimension the strategy can handle.
-    min_dim: int = 1
-    #: Whether `ask_particle` / `tell_particle` exist: candidates that move one at a time, so a
-    #: freed slot can start the next one at once (the asynchronous mode).
-    supports_async: bool = False
+    Subclasses take their options (the registry's `OptionSpec`s) as keyword arguments after
+    the four positional ones: ``Strategy(dim, init_point, popsize, seed, **options)``.
+    """
 
     def __init__(self, dim: int, init_point: np.ndarray, popsize: int, seed: int) -> None:
         if dim < 1:
@@ -35,43 +40,73 @@ class Strategy(abc.ABC):
 
     @abc.abstractmethod
     def ask(self) -> np.ndarray:
-        """Return the next generation: an array of shape (popsize, dim) inside [0, 1]."""
+        """The generation to evaluate: shape (popsize, dim), inside [0, 1].
+
+        The same array until the next `tell`, however often it is called: the search asks
+        again after an interruption and must get the candidates it already launched.
+        """
 
     @abc.abstractmethod
-    def tell(self, points: np.ndarray, losses: Sequence[Optional[float]]) -> None:
-        """Learn from the generation last asked; `None` marks a failed trial."""
+    def tell(self, losses: Sequence[Optional[float]]) -> None:
+        """Learn the losses of the generation last asked, in row order.
 
-    @abc.abstractmethod
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: JSON-serialisable (lists, floats, ints, str)."""
+        Only losses: the points are the strategy's own (the search never alters them), so a
+        strategy cannot be handed a point it did not propose.
+        """
 
-    @abc.abstractmethod
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state produced by `state_dict` of a strategy built with the same arguments."""
+    def ask_particle(self, index: int) -> np.ndarray:
+        """Asynchronous mode: the point particle `index` evaluates next, shape (dim,).
+
+        The same point until `tell_particle(index, ...)`, whatever other particles are told.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} proposes whole generations only and has no asynchronous mode "
+            "(ask_particle/tell_particle); its StrategyInfo must say supports_async=False"
+        )
+
+    def tell_particle(self, index: int, loss: Optional[float]) -> None:
+        """Asynchronous mode: the loss of the point last asked for particle `index`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} proposes whole generations only and has no asynchronous mode "
+            "(ask_particle/tell_particle); its StrategyInfo must say supports_async=False"
+        )
+
+    # -- helpers for subclasses ------------------------------------------------------------
+
+    def _checked_losses(self, losses: Sequence[Optional[float]]) -> List[Optional[float]]:
+        """The generation's losses with every failure (None, NaN, +-inf) as None.
+
+        A wrong count is a bug in the caller; refusing it keeps a replay from silently
+        drifting.
+        """
+        if len(losses) != self.popsize:
+            raise ValueError(f"tell() expects {self.popsize} losses, got {len(losses)}")
+        return [finite_or_none(v) for v in losses]
+
+    def _checked_index(self, index: int) -> int:
+        i = int(index)
+        if not 0 <= i < self.popsize:
+            raise IndexError(f"particle index {index} is outside 0..{self.popsize - 1}")
+        return i
 
 
-    def _check_state(self, state: dict[str, Any], version: int) -> None:
-        """Refuse a state saved by another strategy, format version or search shape."""
-        if state.get("strategy") != self.name or state.get("version") != version:
-            raise ValueError(
-                f"not a {self.name} state (version {version}): "
-                f"strategy={state.get('strategy')!r}, version={state.get('version')!r}"
-            )
-        if (state["dim"], state["popsize"]) != (self.dim, self.popsize):
-            raise ValueError(
-                f"state is for dim={state['dim']}, popsize={state['popsize']}; this strategy "
-                f"has dim={self.dim}, popsize={self.popsize}"
-            )
+def finite_or_none(value: Optional[float]) -> Optional[float]:
+    """A loss as a float, or None for a failure (None, NaN, +-inf all mean the trial failed)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def losses_with_failures_last(losses: Sequence[Optional[float]]) -> np.ndarray:
-    """Replace failures (None, NaN) by a loss worse than every success of the generation.
+    """Replace failures (None, NaN, inf) by a loss worse than every success of the generation.
 
-    A constant such as 0.0 (the original's score for a crash) would beat legitimate negative
-    scores; a margin above the worst success keeps the ranking honest for rank-based methods
-    and finite for value-based ones.
+    A heuristic: a constant such as 0.0 (the original's score for a crash) would beat
+    legitimate negative losses; rank-based methods (CMA-ES) only need failures ranked last, and
+    a margin of max(1, spread) above the worst success keeps the values finite and on the
+    generation's scale for value-based ones. See docs/algorithms.md.
     """
-    values = np.array([np.nan if v is None else float(v) for v in losses], dtype=float)
+    values = np.array([np.nan if finite_or_none(v) is None else float(v) for v in losses], dtype=float)  # type: ignore[arg-type]
     ok = np.isfinite(values)
     if ok.any():
         worst = values[ok].max()

@@ -1,4 +1,4 @@
-"""HAZero: CMA-ES on the `cma` package, as PaddleHub's `HAZero` (SPEC A4).
+"""HAZero: CMA-ES on the `cma` package, as PaddleHub's `HAZero` (docs/algorithms.md).
 
 CMA-ES adapts a full covariance matrix, so it learns how hyperparameters interact (learning rate
 with batch size, say) -- which is why it needs two or more of them to be worth its machinery.
@@ -13,14 +13,15 @@ We keep the original's settings and make the rest dependable for long, resumable
   best point found so far and say so in a warning.
 * cma refuses a population of one (it needs two recombination weights). With ``popsize=1`` we
   run cma with a population of two and hand its candidates out one round at a time.
+* Every random number comes from a private generator (`_Randn`) seeded from `seed` and the
+  restart count, so rebuilding the strategy and telling it the same losses replays it exactly;
+  there is no pickle of cma's state (docs/algorithms.md, "State is a replay").
 """
 from __future__ import annotations
 
-import base64
 import logging
 import math
-import pickle
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import cma
 import numpy as np
@@ -28,8 +29,6 @@ import numpy as np
 from .base import Strategy, losses_with_failures_last
 
 logger = logging.getLogger("autofinetune")
-
-_STATE_VERSION = 1
 
 #: The original's sigma0 = 0.2 in [-1, 1]^n is 0.1 in [0, 1]^n (a tenth of the box width).
 SIGMA0 = 0.1
@@ -41,12 +40,11 @@ def default_popsize(dim: int) -> int:
 
 
 class _Randn:
-    """A private, picklable normal sampler for cma's ``randn`` option.
+    """A private normal sampler for cma's ``randn`` option.
 
     cma's own ``seed`` option reseeds numpy's *global* generator: that generator is shared with
-    everything else in the process (so another strategy instance, or any library, would shift
-    our samples) and it is not part of a pickled ES (so resume would diverge). Handing cma its
-    own generator fixes both; its state travels inside the pickled ES.
+    everything else in the process, so another strategy instance, or any library, would shift
+    our samples and a replay would diverge. Handing cma its own generator fixes both.
     """
 
     def __init__(self, seed: int) -> None:
@@ -67,19 +65,20 @@ def _derived_seed(seed: int, restart: int) -> int:
 
 
 class HAZero(Strategy):
-    """CMA-ES with box bounds, restarts instead of stops, and a JSON-serialisable state."""
+    """CMA-ES with box bounds, restarts instead of stops, and popsize-1 chunking."""
 
-    name = "hazero"
-    min_dim = 2
-
-    def __init__(self, dim: int, init_point: np.ndarray, popsize: int, seed: int) -> None:
+    def __init__(self, dim: int, init_point: np.ndarray, popsize: int, seed: int, sigma0: float = SIGMA0) -> None:
         super().__init__(dim, init_point, popsize, seed)
-        if self.dim < self.min_dim:
-            # Built directly (not through make_strategy): refuse with the registry's message.
-            # Lazy import, as the registry imports this module.
-            from . import check_strategy
-
-            check_strategy(self.name, self.dim, self.popsize)
+        if self.dim < 2:
+            # The registry refuses this before any import; a direct construction lands here.
+            raise ValueError(
+                f"HAZero (CMA-ES) needs two or more hyperparameters, got dim={self.dim}; use PSHE2"
+            )
+        sigma0 = float(sigma0)
+        # Beyond the box width the initial samples would mostly sit on the bounds.
+        if not (0.0 < sigma0 <= 1.0):
+            raise ValueError(f"sigma0 must be in (0, 1], got {sigma0}")
+        self.sigma0 = sigma0
         # cma needs at least two candidates per generation; popsize 1 is served in chunks.
         self._cma_popsize = max(2, self.popsize)
         if self.popsize < default_popsize(self.dim):
@@ -96,9 +95,9 @@ class HAZero(Strategy):
         self._es = self._new_es(self.init_point)
         #: The cma generation being handed out, exactly as cma.ask returned it (cma's tell
         #: needs its own arrays back to recover its internal, unbounded genotypes).
-        self._gen: Optional[list[np.ndarray]] = None
+        self._gen: Optional[List[np.ndarray]] = None
         self._offset = 0  # rows of `_gen` already told
-        self._told: list[Optional[float]] = []  # raw losses of those rows
+        self._told: List[Optional[float]] = []  # losses of those rows, None for failures
         self._best_x: Optional[np.ndarray] = None
         self._best_loss: Optional[float] = None
         self._rounds = 0
@@ -115,7 +114,7 @@ class HAZero(Strategy):
             "verb_log": 0,
             "verbose": -9,
         }
-        return cma.CMAEvolutionStrategy(np.asarray(x0, dtype=float).tolist(), SIGMA0, options)
+        return cma.CMAEvolutionStrategy(np.asarray(x0, dtype=float).tolist(), self.sigma0, options)
 
     def ask(self) -> np.ndarray:
         if self._gen is None:
@@ -133,27 +132,22 @@ class HAZero(Strategy):
             return None
         return self._best_x.copy(), self._best_loss
 
-    def tell(self, points: np.ndarray, losses: Sequence[Optional[float]]) -> None:
-        """Learn from the generation last asked.
+    @property
+    def restarts(self) -> int:
+        """How often CMA-ES met a stop condition and was restarted around the best point."""
+        return self._restarts
 
-        cma is told its own samples (the ones `ask` returned before clipping) rather than
-        `points`, so its bookkeeping of the unbounded genotype stays exact.
+    def tell(self, losses: Sequence[Optional[float]]) -> None:
+        """Learn from the generation last asked (asking it first if nobody did: replay).
+
+        cma is told its own samples (the ones `ask` returned before clipping), so its
+        bookkeeping of the unbounded genotype stays exact.
         """
-        pts = np.asarray(points, dtype=float)
-        if pts.shape != (self.popsize, self.dim):
-            raise ValueError(
-                f"tell() expects points of shape ({self.popsize}, {self.dim}), got {pts.shape}"
-            )
-        if len(losses) != self.popsize:
-            raise ValueError(f"tell() expects {self.popsize} losses, got {len(losses)}")
+        values = self._checked_losses(losses)
         asked = self.ask()  # the generation being told (idempotent; creates it if needed)
-        for x, loss in zip(asked, losses):
-            value = None if loss is None else float(loss)
-            if value is None or not math.isfinite(value):
-                self._told.append(None)
-                continue
+        for x, value in zip(asked, values):
             self._told.append(value)
-            if self._best_loss is None or value < self._best_loss:
+            if value is not None and (self._best_loss is None or value < self._best_loss):
                 self._best_loss = value
                 self._best_x = x.copy()
         self._offset += self.popsize
@@ -183,50 +177,3 @@ class HAZero(Strategy):
             self._restarts,
         )
         self._es = self._new_es(np.clip(centre, 0.0, 1.0))
-
-    # -- persistence -----------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        """The ES object pickled and base64-encoded, plus plain counters.
-
-        cma's ES holds dozens of adapted quantities (mean, step size, covariance, evolution
-        paths, its generation archive) with no stable public constructor from them; its pickle
-        is the only complete, version-exact snapshot. base64 makes it a JSON string. The
-        pickle is only as portable as the installed cma version (recorded here) and, like every
-        pickle, must only be loaded from a trusted file (the search's own journal).
-        """
-        blob = pickle.dumps((self._es, self._gen), protocol=pickle.HIGHEST_PROTOCOL)
-        return {
-            "strategy": self.name,
-            "version": _STATE_VERSION,
-            "cma_version": cma.__version__,
-            "dim": self.dim,
-            "popsize": self.popsize,
-            "seed": self.seed,
-            "es_pickle_b64": base64.b64encode(blob).decode("ascii"),
-            "offset": self._offset,
-            "told": list(self._told),
-            "best_x": None if self._best_x is None else self._best_x.tolist(),
-            "best_loss": self._best_loss,
-            "restarts": self._restarts,
-            "rounds": self._rounds,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._check_state(state, _STATE_VERSION)
-        if state.get("cma_version") != cma.__version__:
-            logger.warning(
-                "HAZero: resuming a state saved with cma %s under cma %s; the pickled ES may "
-                "not load or may behave differently",
-                state.get("cma_version"),
-                cma.__version__,
-            )
-        self._es, self._gen = pickle.loads(base64.b64decode(state["es_pickle_b64"]))
-        self._offset = int(state["offset"])
-        self._told = [None if v is None else float(v) for v in state["told"]]
-        b = state["best_x"]
-        self._best_x = None if b is None else np.asarray(b, dtype=float).reshape(self.dim)
-        b_loss = state["best_loss"]
-        self._best_loss = None if b_loss is None else float(b_loss)
-        self._restarts = int(state["restarts"])
-        self._rounds = int(state["rounds"])

@@ -1,7 +1,11 @@
 """What people see of a search: VisualDL logs, live progress, `summary` and `plot` commands.
 
 Views are `SearchObserver`s (see autofinetune.search): they run in the tuner's process, after
-the journal has the event, and a broken view is switched off without harming the search.
+the journal has the event, see only a read-only `SearchSnapshot`, and a broken view is switched
+off without harming the search. `tune()` attaches VisualDL (and, from the CLI, the progress
+line) itself; more views go in its `observers`. `summary` and `plot` read the journal's one
+replay (journal.py), as `--resume` does.
+
 Nothing heavy is imported until a view or command needs it: visualdl, tqdm and matplotlib
 only when used, and the search engine (numpy, cma) only with the views that observe a search,
 so `autofinetune summary` starts fast.
@@ -9,22 +13,9 @@ so `autofinetune summary` starts fast.
 from __future__ import annotations
 
 import os
-from typing import Any, List
+from typing import Any
 
-__all__ = ["default_observers", "ProgressView", "VisualDLView", "main_summary", "main_plot", "summarize"]
-
-
-def default_observers(output_dir: "os.PathLike[str] | str | None" = None, progress: bool = True) -> list:
-    """The views the CLI attaches: VisualDL logs under `<output_dir>/visualization`, and
-    (unless `progress=False`) the progress line on stdout. `output_dir` may be None (the
-    search's default folder): each view takes the search's own folder when it starts."""
-    from .progress import ProgressView
-    from .visualdl import VisualDLView
-
-    observers: List[object] = [VisualDLView(output_dir)]
-    if progress:
-        observers.append(ProgressView())
-    return observers
+__all__ = ["ProgressView", "VisualDLView", "main_summary", "main_plot", "summarize"]
 
 
 def main_summary(argv: "list[str]") -> int:

@@ -1,10 +1,15 @@
-"""Live progress of a search on the terminal (SPEC B6).
+"""Live progress of a search on the terminal.
 
 On a terminal: one tqdm line that counts finished trials and shows the round, how many trials
 are queued, running and failed, the best score so far with its hyperparameters, elapsed time and
 ETA; it ticks once a second even while every trial is busy. The search's own lines (one per
-finished trial, the round summaries) keep appearing above it: while the bar is shown, the
-search's `echo` is wrapped so that each line is written with the bar cleared and redrawn.
+finished trial, the round summaries) keep appearing above it: the search enters `writing()`
+around each line it prints, which clears the bar and draws it again after, so no output function
+is ever replaced.
+
+The view never reads the search: each hook stores the `SearchSnapshot` it is given (under a
+lock, in the search's thread), every text is made from the latest stored snapshot, and the
+ticker thread only draws that snapshot again with a new elapsed time (docs/architecture.md).
 
 Not on a terminal (CI logs, nohup, a pipe): no bar, no cursor codes; one compact line per round
 end (the search already prints one line per finished trial, which is not repeated), e.g.
@@ -13,18 +18,19 @@ end (the search already prints one line per finished trial, which is not repeate
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Any, ContextManager, Iterator, Optional, Sequence
 
 from ..search import SearchObserver
 from .summary import format_duration
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..records import TrialRecord
-    from ..search import Search, SearchResult
+    from ..search import SearchResult, SearchSnapshot
 
 
 def format_score(score: Optional[float]) -> str:
@@ -42,60 +48,54 @@ class ProgressView(SearchObserver):
             live = bool(isatty and isatty())
         self.live = live
         self.refresh_seconds = refresh_seconds
-        self.total = 0
-        self.rounds = 0
-        self.done = 0
-        self.done_before = 0
-        self.failed = 0
-        self.started = time.monotonic()
-        self._search: Optional["Search"] = None
+        self.done_before = 0  # trials a resumed search started with: they do not set the pace
+        self._view: Optional["SearchSnapshot"] = None
+        self._tqdm: Any = None
         self._bar: Any = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._ticker: Optional[threading.Thread] = None
-        self._original_echo: Optional[Callable[[str], None]] = None
 
-    # -- state as text --------------------------------------------------------------------------
-    def _best_text(self, search: "Search", limit: int = 4) -> str:
-        best = search.records.best
+    # -- state as text (from a snapshot only) -------------------------------------------------------
+    @staticmethod
+    def _total(view: "SearchSnapshot") -> int:
+        return int(view.popsize) * int(view.rounds)
+
+    @staticmethod
+    def _best_text(view: "SearchSnapshot", limit: int = 4) -> str:
+        best = view.best
         if best is None:
             return "best -"
-        parts = []
-        for param in search.space.params[:limit]:
-            parts.append(f"{param.name}={_short(param.format(best.params.get(param.name)))}")
-        if len(search.space.params) > limit:
+        parts = [f"{p.name}={_short(p.format(best.params.get(p.name)))}" for p in view.space.params[:limit]]
+        if len(view.space.params) > limit:
             parts.append("...")
         return f"best {format_score(best.score)} ({' '.join(parts)})"
 
-    def _eta(self) -> Optional[float]:
+    def _eta(self, view: "SearchSnapshot", now: float) -> Optional[float]:
         """Remaining trials at this run's pace (trials kept from before a resume don't count)."""
-        if self.done >= self.total:
+        done, total = len(view.trials), self._total(view)
+        if done >= total:
             return 0.0
-        done_here = self.done - self.done_before
+        done_here = done - self.done_before
         if done_here <= 0:
             return None
-        elapsed = time.monotonic() - self.started
-        return elapsed / done_here * (self.total - self.done)
+        return (now - view.started_at) / done_here * (total - done)
 
-    def status_line(self, search: "Search", round_done: Optional[int] = None) -> str:
-        """The plain progress line (also what the live bar's text is made of)."""
-        scheduler = search.scheduler
-        elapsed = time.monotonic() - self.started
-        where = (f"round {round_done + 1}/{self.rounds} done" if round_done is not None
-                 else f"round {search.round_index + 1}/{self.rounds}")
-        return (f"progress: {where} | trials {self.done}/{self.total}: {self.done - self.failed} ok, {self.failed} failed, "
-                f"{scheduler.running} running, {scheduler.queued} queued | {self._best_text(search)} | "
-                f"elapsed {format_duration(elapsed)}, ETA {format_duration(self._eta())}")
+    def status_line(self, view: "SearchSnapshot", round_done: Optional[int] = None) -> str:
+        """The plain progress line, made from one snapshot."""
+        now = time.monotonic()
+        done, failed, total = len(view.trials), view.failed, self._total(view)
+        where = (f"round {round_done + 1}/{view.rounds} done" if round_done is not None
+                 else f"round {view.round_index + 1}/{view.rounds}")
+        return (f"progress: {where} | trials {done}/{total}: {done - failed} ok, {failed} failed, "
+                f"{view.running} running, {view.queued} queued | {self._best_text(view)} | "
+                f"elapsed {format_duration(now - view.started_at)}, ETA {format_duration(self._eta(view, now))}")
 
-    # -- hooks ----------------------------------------------------------------------------------
-    def on_start(self, search: "Search") -> None:
-        self._search = search
-        self.rounds = int(search.config.rounds)
-        self.total = int(search.config.popsize) * self.rounds
-        self.started = getattr(search, "started", None) or time.monotonic()
-        finished = list(search.records.trials)  # a resumed search starts with some done
-        self.done = self.done_before = len(finished)
-        self.failed = sum(1 for t in finished if not t.ok)
+    # -- hooks (the search's thread) -------------------------------------------------------------------
+    def on_start(self, view: "SearchSnapshot") -> None:
+        with self._lock:
+            self._view = view
+            self.done_before = len(view.trials)
         if not self.live:
             return
         try:
@@ -103,75 +103,80 @@ class ProgressView(SearchObserver):
         except ImportError:  # no live line without tqdm: fall back to the plain per-round lines
             self.live = False
             return
-
         size = _sizeless_terminal(self.stream)
-        self._bar = tqdm(total=self.total, initial=self.done, unit="trial", file=self.stream, leave=True,
-                         dynamic_ncols=not size, ncols=100 if size else None, nrows=24 if size else None, desc=f"round 1/{self.rounds}",
-                         bar_format="{desc} {bar:12} {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}]{postfix}")
-        self._original_echo = search.echo
-        original = search.echo
-        bar = self._bar
-
-        def echo_above_bar(line: str) -> None:
-            with self._lock:
-                with tqdm.external_write_mode(file=self.stream):
-                    original(line)
-                bar.refresh()
-
-        search.echo = echo_above_bar
-        self._refresh()
+        with self._lock:
+            self._tqdm = tqdm
+            self._bar = tqdm(total=self._total(view), initial=len(view.trials), unit="trial", file=self.stream, leave=True,
+                             dynamic_ncols=not size, ncols=100 if size else None, nrows=24 if size else None,
+                             desc=f"round {view.round_index + 1}/{view.rounds}",
+                             bar_format="{desc} {bar:12} {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}]{postfix}")
+            self._render_locked()
         self._ticker = threading.Thread(target=self._tick, name="autofinetune-progress", daemon=True)
         self._ticker.start()
 
-    def on_trial_started(self, search: "Search", record: "TrialRecord") -> None:
-        self._refresh()
+    def on_trial_started(self, view: "SearchSnapshot", record: "TrialRecord") -> None:
+        self._store(view)
 
-    def on_trial_finished(self, search: "Search", record: "TrialRecord", is_best: bool) -> None:
-        with self._lock:
-            self.done += 1
-            if not record.ok:
-                self.failed += 1
-            if self._bar is not None:
-                self._bar.update(1)
-        self._refresh()
+    def on_trial_finished(self, view: "SearchSnapshot", record: "TrialRecord", is_best: bool) -> None:
+        self._store(view)
 
-    def on_round_finished(self, search: "Search", round_index: int, trials: Sequence["TrialRecord"]) -> None:
-        if self._bar is None:
-            print(self.status_line(search, round_done=round_index), file=self.stream, flush=True)
-        else:
-            self._refresh()
+    def on_round_finished(self, view: "SearchSnapshot", round_index: int, trials: Sequence["TrialRecord"]) -> None:
+        self._store(view)
+        if not self.live:
+            print(self.status_line(view, round_done=round_index), file=self.stream, flush=True)
 
-    def on_finish(self, search: "Search", result: Optional["SearchResult"]) -> None:
+    def on_finish(self, view: "SearchSnapshot", result: Optional["SearchResult"]) -> None:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
             self._ticker = None
         with self._lock:
+            self._view = view
             if self._bar is not None:
-                self._refresh_locked()
+                self._render_locked()
                 self._bar.close()
                 self._bar = None
-            if self._original_echo is not None:
-                search.echo = self._original_echo
-                self._original_echo = None
 
-    # -- the live line --------------------------------------------------------------------------
-    def _tick(self) -> None:
-        while not self._stop.wait(self.refresh_seconds):
-            self._refresh()
+    def writing(self) -> Optional[ContextManager[None]]:
+        """Around each line the search prints: the bar is cleared, then drawn again below it."""
+        if self._bar is None:
+            return None
+        return self._above_bar()
 
-    def _refresh(self) -> None:
+    @contextlib.contextmanager
+    def _above_bar(self) -> Iterator[None]:
         with self._lock:
-            self._refresh_locked()
+            if self._bar is None:
+                yield
+                return
+            try:
+                with self._tqdm.external_write_mode(file=self.stream):
+                    yield
+            finally:
+                self._render_locked()
 
-    def _refresh_locked(self) -> None:
-        bar, search = self._bar, self._search
-        if bar is None or search is None:
+    # -- the live line ---------------------------------------------------------------------------------
+    def _store(self, view: "SearchSnapshot") -> None:
+        with self._lock:
+            self._view = view
+            self._render_locked()
+
+    def _tick(self) -> None:
+        """The ticker: the stored snapshot again, with the time it is now."""
+        while not self._stop.wait(self.refresh_seconds):
+            with self._lock:
+                self._render_locked()
+
+    def _render_locked(self) -> None:
+        bar, view = self._bar, self._view
+        if bar is None or view is None:
             return
-        scheduler = search.scheduler
-        bar.set_description_str(f"round {search.round_index + 1}/{self.rounds}", refresh=False)
-        bar.set_postfix_str(f"{scheduler.running} running, {scheduler.queued} queued, {self.failed} failed | "
-                            f"{self._best_text(search)}", refresh=False)
+        bar.set_description_str(f"round {view.round_index + 1}/{view.rounds}", refresh=False)
+        bar.set_postfix_str(f"{view.running} running, {view.queued} queued, {view.failed} failed | {self._best_text(view)}",
+                            refresh=False)
+        done = len(view.trials)
+        if done > bar.n:
+            bar.update(done - bar.n)  # through update(), so tqdm's rate (and ETA) follows the pace
         bar.refresh()
 
 

@@ -1,91 +1,34 @@
 """`autofinetune summary OUTPUT_DIR`: what a finished or still-running search has found.
 
-Everything comes from `journal.jsonl`, the search's record of truth, read without taking any
-lock: a line the tuner is writing at that very moment (a torn last line) is ignored, trials that
-were launched and have not finished are the running ones, and nothing is written anywhere, so
-it is safe to run while the search goes on (also from another machine over a shared disk).
+Everything comes from `journal.replay()`'s `SearchState` and the rules of rules.py, the same
+ones `best_model/`, VisualDL and `--resume` use, so the summary cannot name another best trial
+or another lineage than the search did (docs/architecture.md, "One place per idea"). The journal
+is read without any lock: a torn last line is left out, and nothing is written anywhere, so it is
+safe to run while the search goes on (also from another machine over a shared disk).
+
+A journal is data that may have been crafted: the only files read besides it are trial logs, and
+only those that lie inside the output directory (docs/security.md).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import re
+import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import AutofinetuneError, ConfigError
-from ..records import JOURNAL
-
-_KEY = re.compile(r"^r(\d+)-i(\d+)$")
-
-
-# -- reading ----------------------------------------------------------------------------------
-def read_events(journal: Path) -> Tuple[List[Dict[str, Any]], bool]:
-    """The journal's events and whether its last line was torn (being written, or a crash)."""
-    with open(journal, "rb") as handle:
-        data = handle.read()
-    lines = data.split(b"\n")
-    events: List[Dict[str, Any]] = []
-    torn = False
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            event = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            if all(not rest.strip() for rest in lines[number:]):
-                torn = True  # the last line: the tuner is writing it, or died writing it
-                break
-            raise ConfigError(f"{journal}: line {number} is not valid JSON (the journal is damaged); "
-                              f"fix: restore it from a backup, or look at that line") from None
-        if isinstance(event, dict):
-            events.append(event)
-    return events, torn
+from ..journal import JOURNAL, SearchState, StartedEvent, replay
+from ..options import OneLineArgumentParser
+from ..records import TrialRecord
+from ..rules import is_success, lineage, model_name, rank_key, ranked
+from ..runner import ProcessIdentity, process_start_ticks
 
 
-def _finite(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _model_name(path: Optional[str]) -> Optional[str]:
-    """`/x/out/round1/model-0` -> `round1/model-0`."""
-    if not path:
-        return None
-    p = Path(path)
-    return f"{p.parent.name}/{p.name}"
-
-
-def _local(output_dir: Path, path: Optional[str]) -> Optional[str]:
-    """A recorded path, re-rooted under output_dir when the search folder was moved."""
-    if not path:
-        return None
-    p = Path(path)
-    moved = output_dir / p.parent.name / p.name
-    if not p.exists() and moved.exists():
-        return str(moved)
-    return str(p)
-
-
-def _pid_alive(pid: Any) -> Optional[bool]:
-    if not isinstance(pid, int) or pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return None
-    return True
-
-
+# -- paths --------------------------------------------------------------------------------------
 def _check_dir(output_dir: "os.PathLike[str] | str") -> Path:
     path = Path(output_dir)
     if not path.exists():
@@ -98,178 +41,219 @@ def _check_dir(output_dir: "os.PathLike[str] | str") -> Path:
     return path.resolve()
 
 
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def _local(output_dir: Path, path: Optional[str]) -> Optional[str]:
+    """A recorded path, re-rooted under output_dir when the search folder was moved or copied
+    (a copy's own logs, not the original's, are what it describes)."""
+    if not path:
+        return None
+    recorded = Path(path)
+    if _inside(recorded, output_dir):
+        return str(recorded)
+    moved = output_dir / recorded.parent.name / recorded.name
+    if _inside(moved, output_dir) and moved.exists():
+        return str(moved)
+    return str(recorded)
+
+
+def log_tail(path: Optional[str], root: Path, limit: int = 4096) -> str:
+    """The last non-empty line of a trial's log, read from its end (logs can be huge).
+
+    Only a regular file inside `root` (the output dir, symlinks resolved) is read: the path comes
+    from the journal, and a crafted journal must not make `summary` print an arbitrary file.
+    """
+    if not path:
+        return ""
+    try:
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(Path(root).resolve()):
+            return ""
+        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except (OSError, RuntimeError, ValueError):
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device would block or never end
+            return ""
+        size = os.lseek(fd, 0, os.SEEK_END)
+        data = os.pread(fd, limit, max(0, size - limit)).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    lines = [line.strip() for line in data.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _finite(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _parent_name(parent: Optional[Dict[str, Any]]) -> Optional[str]:
+    """The parent's model as rules.model_name names it (the parent may be missing from the journal)."""
+    if not parent or not isinstance(parent.get("round"), int) or not isinstance(parent.get("index"), int):
+        return None
+    return model_name(TrialRecord(round=parent["round"], index=parent["index"], params={}, point=[]))
+
+
+def _alive(event: StartedEvent) -> Optional[bool]:
+    """Is the trial's process alive? None when this machine cannot tell (another host, a Dask worker)."""
+    if event.pid <= 0:
+        return None
+    identity = ProcessIdentity(event.pid, event.start_ticks, event.host, event.boot_id, event.worker)
+    if identity.worker is not None or identity.is_elsewhere():
+        return None
+    try:
+        os.kill(event.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return None
+    ticks = process_start_ticks(event.pid)
+    if ticks is not None and event.start_ticks is not None and ticks != event.start_ticks:
+        return False  # the pid now belongs to a later process
+    return True
+
+
+def _param_names(state: SearchState) -> List[str]:
+    names = [entry.get("name") for entry in state.config.get("space", []) if isinstance(entry, dict)]
+    names = [n for n in names if isinstance(n, str)]
+    if not names:
+        for trial in state.trials:
+            names += [n for n in trial.params if n not in names]
+    return names
+
+
+def _row(out: Path, trial: TrialRecord, names: Sequence[str]) -> Dict[str, Any]:
+    return {
+        "round": trial.round,
+        "index": trial.index,
+        "attempt": trial.attempt,
+        "params": {n: trial.params.get(n) for n in names},
+        "score": _finite(trial.score),
+        "status": str(trial.status),
+        "duration": _finite(trial.duration),
+        "slot": trial.slot,
+        "gpu": trial.gpu,
+        "model": model_name(trial),
+        "parent": _parent_name(trial.parent),
+        "log_path": _local(out, trial.log_path),
+        "model_dir": _local(out, trial.model_dir),
+        "exit_code": trial.exit_code,
+        "message": trial.message or "",
+    }
+
+
 # -- the summary ------------------------------------------------------------------------------
-def _key(event: Dict[str, Any]) -> Optional[Tuple[int, int]]:
-    """(round, index) of an event: its fields, or an older journal's `key` r<round>-i<index>."""
-    if isinstance(event.get("round"), int) and isinstance(event.get("index"), int):
-        return event["round"], event["index"]
-    match = _KEY.match(str(event.get("key", "")))
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
 def summarize(output_dir: "os.PathLike[str] | str", top: int = 5) -> Dict[str, Any]:
     """Summarise the search in `output_dir` as a JSON-ready dict (see `main_summary`).
 
-    The journal's trial lifecycle: `queued` (params, parent, log path) -> `started` (pid, slot)
-    -> `finish` (the trial record), with `retry` between failed attempts, `interrupted` for the
-    trials a Ctrl-C stopped, `round` when a round is complete, and `start` / `resume` carrying
-    the configuration. A trial queued again (a re-run after --resume) replaces its old outcome.
+    A damaged journal raises its `JournalError` (one line naming file and line): a summary of
+    half a journal would silently describe another search.
     """
     out = _check_dir(output_dir)
     journal = out / JOURNAL
-    events, torn = read_events(journal)
+    state = replay(journal)
+    names = _param_names(state)
+    trials = state.trials
+    rows = {(t.round, t.index): _row(out, t, names) for t in trials}
+    successes = [t for t in trials if is_success(t)]
 
-    config: Dict[str, Any] = {}
-    started_at: Optional[float] = None
-    seen_start = False
-    live: Dict[Tuple[int, int], Dict[str, Any]] = {}  # queued or running, by (round, index)
-    finished: Dict[Tuple[int, int], Tuple[int, Dict[str, Any]]] = {}
-    interrupted: Dict[Tuple[int, int], Dict[str, Any]] = {}
-    retried: List[Dict[str, Any]] = []
-    rounds_done: set = set()
-    stopped_by_user = False
-    for order, event in enumerate(events):
-        kind = event.get("event")
-        key = _key(event)
-        if kind in ("start", "resume"):
-            seen_start = True
-            config = dict(event.get("config") or config)
-            if started_at is None:
-                started_at = _finite(event.get("time"))
-            stopped_by_user = False
-        elif kind in ("queued", "launch") and key:
-            live[key] = {"queued": event, "state": "queued" if kind == "queued" else "running", "started": {}}
-            finished.pop(key, None)
-            interrupted.pop(key, None)
-        elif kind == "started" and key:
-            entry = live.setdefault(key, {"queued": {}, "started": {}})
-            entry.update(state="running", started=event)
-        elif kind == "retry" and key:
-            retried.append({"round": key[0], "index": key[1], "attempt": event.get("attempt"), "status": event.get("status"),
-                            "message": event.get("message") or "", "log_path": _local(out, event.get("log_path"))})
-        elif kind == "finish" and isinstance(event.get("trial"), dict):
-            trial = event["trial"]
-            key = (trial.get("round"), trial.get("index"))
-            live.pop(key, None)
-            finished[key] = (order, trial)
-        elif kind == "interrupted" and key:
-            gone = live.pop(key, None) or {}
-            interrupted[key] = {"round": key[0], "index": key[1], "was": "running",
-                                "params": (gone.get("queued") or {}).get("params")}
-            stopped_by_user = True
-        elif kind == "round" and isinstance(event.get("round"), int):
-            rounds_done.add(event["round"])
-    if stopped_by_user:  # what was still queued when Ctrl-C came never started
-        for key, entry in sorted(live.items()):
-            interrupted[key] = {"round": key[0], "index": key[1], "was": entry.get("state", "queued"),
-                                "params": (entry.get("queued") or {}).get("params")}
-        live.clear()
+    live = state.live
+    started = state.running
+    interrupted: Dict[Any, Dict[str, Any]] = {}
+    for key, event in state.interrupted.items():
+        queued = state.queued.get(key)
+        was = "running" if key in state.started and (queued is None or state.started[key].attempt == queued.attempt) else "queued"
+        interrupted[key] = {"round": key[0], "index": key[1], "was": was, "params": queued.params if queued else None}
+    running: List[Dict[str, Any]] = []
+    queued_list: List[Dict[str, Any]] = []
+    for key, event in sorted(live.items()):
+        if state.stopped_by_user:  # what a shutdown left in the queue (or running) is run again by --resume
+            interrupted[key] = {"round": key[0], "index": key[1], "was": "running" if key in started else "queued",
+                                "params": event.params}
+            continue
+        begun = started.get(key)
+        item = {"round": key[0], "index": key[1], "attempt": event.attempt, "params": event.params,
+                "parent": _parent_name(event.parent),
+                "log_path": _local(out, event.log_path or str(out / f"round{key[0]}" / f"log-{key[1]}.info")),
+                "slot": begun.slot if begun else None, "pid": begun.pid if begun else None}
+        (running if begun is not None else queued_list).append(item)
 
-    names = [entry.get("name") for entry in config.get("space", []) if isinstance(entry, dict)]
-    if not names:
-        for _, trial in finished.values():
-            names += [n for n in (trial.get("params") or {}) if n not in names]
-    popsize, planned_rounds = config.get("popsize"), config.get("rounds")
-    planned = popsize * planned_rounds if isinstance(popsize, int) and isinstance(planned_rounds, int) else None
-
-    rows = [_row(out, trial, names, order) for order, trial in sorted(finished.values(), key=lambda item: item[0])]
-    ok = [r for r in rows if r["status"] == "ok" and r["score"] is not None]
-    best = None
-    for row in ok:  # strictly better only: the earlier trial wins a tie, as in records.py
-        if best is None or row["score"] > best["score"]:
-            best = row
-    ranked = sorted(ok, key=lambda r: (-r["score"], r["order"]))
-    running, queued = [], []
-    for (r, i), entry in sorted(live.items()):
-        q, st = entry.get("queued") or {}, entry.get("started") or {}
-        item = {"round": r, "index": i, "attempt": q.get("attempt", 0), "params": q.get("params"),
-                "parent": _model_name((q.get("parent") or {}).get("model_dir")),
-                "log_path": _local(out, q.get("log_path") or str(out / f"round{r}" / f"log-{i}.info")),
-                "slot": st.get("slot"), "pid": st.get("pid")}
-        (running if entry.get("state") == "running" else queued).append(item)
-
-    if not seen_start:
-        state = "starting"
-    elif isinstance(planned_rounds, int) and len(rounds_done) >= planned_rounds and not live:
-        state = "finished"
-    elif stopped_by_user:
-        state = "interrupted"
-    elif running and all(_pid_alive(r["pid"]) is False for r in running):
-        state = "stopped"  # no trial process is alive (judged on this machine): the tuner died
+    rounds_done = state.rounds_complete
+    if not state.has_start:
+        status = "starting"
+    elif state.finished_search:
+        status = "finished"
+    elif state.stopped_by_user:
+        status = "interrupted"
+    elif started and all(_alive(started[key]) is False for key in started):
+        status = "stopped"  # no trial process is alive (judged on this machine): the tuner died
     else:
-        state = "running"
+        status = "running"
 
-    ended_at = time.time() if state in ("running", "starting") else journal.stat().st_mtime
-    summary: Dict[str, Any] = {
+    best = state.best
+    chain = (lineage(best, trials) if best is not None and (best.parent or state.config.get("evaluator") == "populationbased")
+             else None)
+    popsize, planned_rounds = state.popsize, state.rounds
+    planned = popsize * planned_rounds if popsize is not None and planned_rounds is not None else None
+    ended_at = time.time() if status in ("running", "starting") else journal.stat().st_mtime
+    started_at = state.started_at
+    return {
         "output_dir": str(out),
-        "state": state,
-        "journal_torn_last_line": torn,
-        "config": {k: config.get(k) for k in ("script", "strategy", "evaluator", "popsize", "rounds", "seed", "timeout", "slots")},
+        "state": status,
+        "journal_torn_last_line": state.torn,
+        "config": {key: state.config.get(key) for key in
+                   ("script", "strategy", "evaluator", "popsize", "rounds", "seed", "timeout", "slots", "asynchronous")},
         "params": names,
         "started_at": started_at,
         "elapsed": None if started_at is None else max(0.0, ended_at - started_at),
         "counts": {
             "planned": planned,
-            "finished": len(rows),
-            "ok": len(ok),
-            "failed": len(rows) - len(ok),
+            "finished": len(trials),
+            "ok": len(successes),
+            "failed": len(trials) - len(successes),
             "running": len(running),
-            "queued": len(queued),
+            "queued": len(queued_list),
             "interrupted": len(interrupted),
-            "retried": len(retried),
+            "retried": len(state.retries),
             "rounds_done": len(rounds_done),
         },
-        "best": _public(best),
-        "top": [dict(_public(r), rank=n) for n, r in enumerate(ranked[:max(0, top)], start=1)],
-        "rounds": _per_round(rows, running, rounds_done),
-        "failures": [dict(_public(r), log_tail=log_tail(r["log_path"])) for r in rows
-                     if not (r["status"] == "ok" and r["score"] is not None)],
+        "best": rows[(best.round, best.index)] if best is not None else None,
+        "top": [dict(rows[(t.round, t.index)], rank=n) for n, t in enumerate(ranked(trials)[:max(0, top)], start=1)],
+        "rounds": _per_round(trials, rows, running, rounds_done),
+        "failures": [dict(rows[(t.round, t.index)], log_tail=log_tail(rows[(t.round, t.index)]["log_path"], out))
+                     for t in trials if not is_success(t)],
         "running": running,
-        "queued": queued,
-        "retried": retried,
-        "interrupted": [interrupted[k] for k in sorted(interrupted)],
-        "lineage": _lineage(best, rows, config.get("evaluator")),
-    }
-    return summary
-
-
-def _row(out: Path, trial: Dict[str, Any], names: Sequence[str], order: int) -> Dict[str, Any]:
-    params = trial.get("params") or {}
-    parent = trial.get("parent") or {}
-    return {
-        "round": trial.get("round"),
-        "index": trial.get("index"),
-        "attempt": trial.get("attempt", 0),
-        "params": {n: params.get(n) for n in names},
-        "score": _finite(trial.get("score")),
-        "status": trial.get("status"),
-        "duration": _finite(trial.get("duration")),
-        "slot": trial.get("slot"),
-        "gpu": trial.get("gpu"),
-        "model": _model_name(trial.get("model_dir")),
-        "parent": _model_name(parent.get("model_dir")) if parent else None,
-        "parent_key": (parent.get("round"), parent.get("index")) if parent else None,
-        "log_path": _local(out, trial.get("log_path")),
-        "model_dir": _local(out, trial.get("model_dir")),
-        "exit_code": trial.get("exit_code"),
-        "message": trial.get("message") or "",
-        "order": order,
+        "queued": queued_list,
+        "retried": [{"round": r.round, "index": r.index, "attempt": r.attempt, "status": r.status,
+                     "message": r.message or "", "log_path": _local(out, r.log_path)} for r in state.retries],
+        "interrupted": [interrupted[key] for key in sorted(interrupted)],
+        "lineage": [model_name(t) for t in chain] if chain is not None else None,
+        "lineage_schedule": ([{"model": model_name(t), "round": t.round, "index": t.index, "score": _finite(t.score),
+                               "params": {n: t.params.get(n) for n in names}} for t in chain]
+                             if chain is not None else None),
     }
 
 
-def _public(row: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    if row is None:
-        return None
-    return {k: v for k, v in row.items() if k not in ("order", "parent_key")}
-
-
-def _per_round(rows: List[Dict[str, Any]], running: List[Dict[str, Any]], rounds_done: set) -> List[Dict[str, Any]]:
-    numbers = sorted({r["round"] for r in rows if isinstance(r["round"], int)} | {r["round"] for r in running} | rounds_done)
+def _per_round(trials: Sequence[TrialRecord], rows: Dict[Any, Dict[str, Any]], running: List[Dict[str, Any]],
+               rounds_done: "frozenset[int]") -> List[Dict[str, Any]]:
+    numbers = sorted({t.round for t in trials} | {r["round"] for r in running} | set(rounds_done))
     result = []
     for number in numbers:
-        mine = [r for r in rows if r["round"] == number]
-        ok = [r for r in mine if r["status"] == "ok" and r["score"] is not None]
-        best = max(ok, key=lambda r: (r["score"], -r["order"])) if ok else None
+        mine = [t for t in trials if t.round == number]
+        ok = [t for t in mine if is_success(t)]
+        best = min(ok, key=rank_key) if ok else None
         result.append({
             "round": number,
             "finished": len(mine),
@@ -277,36 +261,11 @@ def _per_round(rows: List[Dict[str, Any]], running: List[Dict[str, Any]], rounds
             "failed": len(mine) - len(ok),
             "running": sum(1 for r in running if r["round"] == number),
             "complete": number in rounds_done,
-            "best_score": best["score"] if best else None,
-            "best_index": best["index"] if best else None,
-            "best_params": best["params"] if best else None,
+            "best_score": _finite(best.score) if best else None,
+            "best_index": best.index if best else None,
+            "best_params": rows[(best.round, best.index)]["params"] if best else None,
         })
     return result
-
-
-def _lineage(best: Optional[Dict[str, Any]], rows: List[Dict[str, Any]], evaluator: Any) -> Optional[List[str]]:
-    """`[round0/model-3, round1/model-0, ...]`: the models the best one was trained on from."""
-    if best is None or (best["parent_key"] is None and evaluator != "populationbased"):
-        return None
-    by_key: Dict[Tuple[Any, Any], Dict[str, Any]] = {}
-    for row in rows:  # the last successful attempt of a candidate is the model a child got
-        key = (row["round"], row["index"])
-        if key not in by_key or row["status"] == "ok":
-            by_key[key] = row
-    chain = [best["model"] or f"round{best['round']}/model-{best['index']}"]
-    seen = {(best["round"], best["index"])}
-    current = best
-    while current["parent_key"] is not None:
-        key = current["parent_key"]
-        parent = by_key.get(key)
-        if key in seen:
-            break
-        seen.add(key)
-        chain.append(current["parent"] or f"round{key[0]}/model-{key[1]}")
-        if parent is None:
-            break
-        current = parent
-    return list(reversed(chain))
 
 
 # -- text ---------------------------------------------------------------------------------------
@@ -326,7 +285,7 @@ def _table(header: List[str], rows: List[List[str]], indent: str = "  ") -> List
 
 
 def format_duration(seconds: Optional[float]) -> str:
-    """0:01:05 style; `?` when unknown."""
+    """0:01:05 style; `?` when unknown (the progress line shares it, so both read alike)."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "?"
     whole = int(round(seconds))
@@ -342,27 +301,12 @@ def _duration(seconds: Optional[float]) -> str:
     return format_duration(seconds)
 
 
-def log_tail(path: Optional[str], limit: int = 4096) -> str:
-    """The last non-empty line of a trial's log (read from its end: logs can be huge)."""
-    if not path:
-        return ""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - limit))
-            data = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    lines = [line.strip() for line in data.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
-
-
 def _params_text(params: Optional[Dict[str, Any]]) -> str:
     return " ".join(f"{k}={v}" for k, v in (params or {}).items())
 
 
 def format_text(summary: Dict[str, Any]) -> str:
+    """The summary for a terminal (the JSON form holds the same facts)."""
     c, n = summary["config"], summary["counts"]
     names = summary["params"]
     lines = []
@@ -372,7 +316,8 @@ def format_text(summary: Dict[str, Any]) -> str:
                  f"elapsed {_duration(summary['elapsed'])}")
     if c.get("script"):
         lines.append(f"  {c['script']} | strategy {c.get('strategy')} | evaluator {c.get('evaluator')} | "
-                     f"popsize {c.get('popsize')} x round {c.get('rounds')} | seed {c.get('seed')}")
+                     f"popsize {c.get('popsize')} x round {c.get('rounds')}{' (async)' if c.get('asynchronous') else ''} | "
+                     f"seed {c.get('seed')}")
     if summary["journal_torn_last_line"]:
         lines.append("  (the journal's last line is being written or was torn by a crash; it is left out)")
     best = summary["best"]
@@ -385,6 +330,11 @@ def format_text(summary: Dict[str, Any]) -> str:
             lines.append(f"  {name}={value}")
     if summary["lineage"]:
         lines.append(f"Lineage of the best model: {' -> '.join(summary['lineage'])}")
+    if summary["lineage_schedule"] and len(summary["lineage_schedule"]) > 1:
+        lines.append("")
+        lines.append("Schedule of the best lineage (the hyperparameters each of its models was trained with):")
+        rows = [[s["model"], _cell(s["score"]), *(_cell(s["params"].get(k)) for k in names)] for s in summary["lineage_schedule"]]
+        lines += _table(["model", "score", *names], rows)
     if summary["top"]:
         lines.append("")
         lines.append(f"Top {len(summary['top'])}:")
@@ -437,15 +387,11 @@ def format_text(summary: Dict[str, Any]) -> str:
 
 
 # -- the command ----------------------------------------------------------------------------------
-class _OneLineErrors(argparse.ArgumentParser):
-    def error(self, message: str) -> "None":  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrors(prog="autofinetune summary",
-                            description="Summarise a finished or still-running search: best trial, top-k, per-round "
-                                        "best, running trials, failures with their logs, lineage of the best model.")
+def build_parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(prog="autofinetune summary",
+                                   description="Summarise a finished or still-running search: best trial, top-k, per-round "
+                                               "best, running trials, failures with their logs, lineage of the best model "
+                                               "and the schedule of hyperparameters it was trained with.")
     parser.add_argument("output_dir", help="the search's --output_dir")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json, for machines")
     parser.add_argument("--top", type=int, default=5, metavar="K", help="how many of the best trials to list (default 5)")

@@ -4,7 +4,7 @@ Layout under `<output_dir>/visualization` (open it with `visualdl --logdir <that
 
 * `visualization/` — `hyperparameter_tuning/<name>`: the best-so-far trial's value of each
   hyperparameter, and `hyperparameter_tuning/best_eval_value`: the best score so far; one value
-  per round, step = round number (the original's tags, SPEC A7).
+  per round, step = round number (the original's tags).
 * `visualization/pop_<i>/` — `population_transformation/<name>` and
   `population_transformation/eval_value`: candidate i's trial of each round, step = round.
 * `visualization/trials/round<r>-trial<i>/` — one VisualDL run per finished trial holding an
@@ -17,7 +17,7 @@ string in the hparams view, and in the scalar tags as its number when the choice
 otherwise as its position in `values` (scalars must be numbers).
 
 Failed trials (failed, timeout, invalid, interrupted) have no score, and the original's habit of
-scoring them 0.0 is exactly what SPEC A8 forbids, so no score is invented for them: their
+scoring them 0.0 would rank a crash above a poor success, so no score is invented for them: their
 `population_transformation/<name>` values are logged (they were tried), their
 `population_transformation/eval_value` step is left out, and in the hparams view they appear
 with their hyperparameters, `status` = the failure and no `hparams/eval_value` (VisualDL shows
@@ -38,13 +38,14 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
+from ..rules import best_of, is_success
 from ..search import SearchObserver
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..records import TrialRecord
-    from ..search import Search, SearchResult
+    from ..search import SearchResult, SearchSnapshot
     from ..space import Param
 
 log = logging.getLogger("autofinetune")
@@ -112,39 +113,35 @@ class VisualDLView(SearchObserver):
         return self._pops[index]
 
     # -- hooks --------------------------------------------------------------------------------
-    def on_start(self, search: "Search") -> None:
+    def on_start(self, view: "SearchSnapshot") -> None:
         from visualdl import LogWriter  # lazily: VisualDL is heavy and writes ~/.visualdl
 
         self._writer_class = LogWriter
-        self.output_dir = Path(search.output_dir)
+        self.output_dir = Path(view.output_dir)
         self.logdir = self.output_dir / VISUALIZATION
         self.logdir.mkdir(parents=True, exist_ok=True)
-        # A resumed search may already have trials: rewrite the round logs from them, because
-        # VisualDL would show only the newest file of each folder (the one opened now).
+        # A resumed search starts with trials and complete rounds: their round logs are written
+        # again, because VisualDL shows only the newest file of each folder (the one opened now).
         self._main = self._open(self.logdir)
-        for index in range(search.config.popsize):
+        for index in range(view.popsize):
             self._pop(index)
-        done = list(search.records.trials)
+        done = list(view.trials)
         for record in done:
             if not self._trial_dir(record).is_dir():
-                self._write_trial(search, record)
-        replayed = getattr(search, "replayed", None)  # the journal a resumed search was rebuilt from
-        if replayed is not None and hasattr(replayed, "last_round"):
-            complete = list(range(replayed.last_round + 1))  # rounds whose end the journal recorded
-        else:
-            rounds = sorted({t.round for t in done})
-            complete = [r for r in rounds if len({t.index for t in done if t.round == r}) >= search.config.popsize]
-        for round_index in complete:
-            self._write_round(search, round_index, [t for t in done if t.round == round_index],
+                self._write_trial(view, record)
+        for round_index in sorted(view.rounds_complete):
+            self._write_round(view, round_index, [t for t in done if t.round == round_index],
                               [t for t in done if t.round <= round_index])
 
-    def on_trial_finished(self, search: "Search", record: "TrialRecord", is_best: bool) -> None:
-        self._write_trial(search, record)
+    def on_trial_finished(self, view: "SearchSnapshot", record: "TrialRecord", is_best: bool) -> None:
+        self._write_trial(view, record)
 
-    def on_round_finished(self, search: "Search", round_index: int, trials: Sequence["TrialRecord"]) -> None:
-        self._write_round(search, round_index, trials, list(search.records.trials))
+    def on_round_finished(self, view: "SearchSnapshot", round_index: int, trials: Sequence["TrialRecord"]) -> None:
+        # Best so far as of this round: with --async, trials of later rounds may have finished
+        # already; step r shows what rounds 0..r found, as the rewrite of a resumed search does.
+        self._write_round(view, round_index, trials, [t for t in view.trials if t.round <= round_index])
 
-    def on_finish(self, search: "Search", result: Optional["SearchResult"]) -> None:
+    def on_finish(self, view: "SearchSnapshot", result: Optional["SearchResult"]) -> None:
         self.close()
 
     def close(self) -> None:
@@ -159,30 +156,30 @@ class VisualDLView(SearchObserver):
 
     # -- writing ------------------------------------------------------------------------------
     def _trial_dir(self, record: "TrialRecord") -> Path:
-        suffix = f"-attempt{record.attempt}" if getattr(record, "attempt", 0) else ""
+        suffix = f"-attempt{record.attempt}" if record.attempt else ""
         return self.logdir / TRIALS_DIR / f"round{record.round}-trial{record.index}{suffix}"
 
-    def _write_trial(self, search: "Search", record: "TrialRecord") -> None:
+    def _write_trial(self, view: "SearchSnapshot", record: "TrialRecord") -> None:
         """One VisualDL run per finished trial: its hparams record and its score."""
         hparams: Dict[str, Any] = {}
-        for param in search.space.params:
+        for param in view.space.params:
             hparams[param.name] = hparam_value(param, record.params.get(param.name))
         hparams["status"] = str(record.status)
         walltime = int(time.time() * 1000)
         writer = self._open(self._trial_dir(record))
         try:
             writer.add_hparams(hparams, [HPARAM_METRIC], walltime=walltime)
-            if record.ok and math.isfinite(record.score):
+            if is_success(record):
                 writer.add_scalar(tag=HPARAM_METRIC, value=float(record.score), step=int(record.round), walltime=walltime)
         finally:
             writer.close()
 
-    def _write_round(self, search: "Search", round_index: int, trials: Sequence["TrialRecord"],
-                     so_far: List["TrialRecord"]) -> None:
+    def _write_round(self, view: "SearchSnapshot", round_index: int, trials: Sequence["TrialRecord"],
+                     so_far: Sequence["TrialRecord"]) -> None:
         step = int(round_index)
-        best = _best(so_far)
+        best = best_of(so_far)
         if best is not None:
-            for param in search.space.params:
+            for param in view.space.params:
                 value = scalar_value(param, best.params.get(param.name))
                 if value is not None:
                     self._main.add_scalar(tag=TUNING_PREFIX + param.name, value=value, step=step)
@@ -194,19 +191,11 @@ class VisualDLView(SearchObserver):
                 latest[record.index] = record
         for index, record in sorted(latest.items()):
             writer = self._pop(int(index))
-            for param in search.space.params:
+            for param in view.space.params:
                 value = scalar_value(param, record.params.get(param.name))
                 if value is not None:
                     writer.add_scalar(tag=POPULATION_PREFIX + param.name, value=value, step=step)
-            if record.ok and math.isfinite(record.score):
+            if is_success(record):
                 writer.add_scalar(tag=EVAL_TAG, value=float(record.score), step=step)
             writer.flush()
 
-
-def _best(trials: Sequence["TrialRecord"]) -> Optional["TrialRecord"]:
-    """The best successful trial; earlier trials win ties, as in records.better."""
-    best = None
-    for trial in trials:
-        if trial.ok and math.isfinite(trial.score) and (best is None or trial.score > best.score):
-            best = trial
-    return best

@@ -1,0 +1,146 @@
+"""Trials as child processes of the tuner (`--backend=local`): a work queue over this machine's slots.
+
+The backend knows nothing about hyperparameters. A trial starts the moment a slot frees, with
+CUDA_VISIBLE_DEVICES set to its slot; its life (supervised start, timeout, stop, judgement)
+is runner.py's. A reaper thread per trial blocks on the trial's exit and hands it to the
+search's thread through a queue, so nothing polls: the search's thread sleeps until a trial
+ends or the next deadline (a timeout, the end of a kill grace) is due.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
+
+from ..devices import Slot
+from ..runner import (FAILED, INTERRUPTED, ProcessIdentity, TrialOutcome, TrialProcess, TrialSpec, build_env, judge_trial,
+                      prepare_files, read_result, stop_stale_group)
+from .base import OnStart, take_all, wait_for_outcomes
+
+
+@dataclass
+class _Running:
+    spec: TrialSpec
+    slot: Slot
+    trial: TrialProcess
+    reaped: bool = False  # its reaper thread is started
+
+
+class LocalBackend:
+    """Child processes on this machine, one per free slot, started the moment a slot frees."""
+
+    def __init__(self, slots: Sequence[Slot], kill_grace: float = 5.0, on_start: Optional[OnStart] = None) -> None:
+        if not slots:
+            raise ValueError("at least one slot is needed")
+        self.slots = list(slots)
+        self.kill_grace = kill_grace
+        self.description = f"{len(self.slots)} slot(s) [{', '.join(s.label for s in self.slots)}]"
+        self._free: Deque[Slot] = deque(self.slots)
+        self._queue: Deque[TrialSpec] = deque()
+        self._running: Dict[int, _Running] = {}
+        self._exits: "queue.Queue[Tuple[int, int]]" = queue.Queue()  # (pid, supervisor's status) from the reapers
+        self._launching = True
+        self._unstarted: List[TrialOutcome] = []  # trials whose process could not even start
+        self._on_start = on_start
+
+    # -- the Backend interface ------------------------------------------------------------------
+    def submit(self, spec: TrialSpec) -> None:
+        self._queue.append(spec)
+
+    def counts(self) -> Tuple[int, int]:
+        return len(self._running), len(self._queue)
+
+    def wait_any(self, timeout: Optional[float] = None) -> List[TrialOutcome]:
+        """Start what fits, then block until at least one trial ends (or `timeout` passes)."""
+        return wait_for_outcomes(timeout, self._ready, lambda: not self._running,
+                                 lambda left: self._drain_exits(self._enforce_deadlines(left)))
+
+    def shutdown(self, grace: Optional[float] = None) -> List[TrialOutcome]:
+        """Stop every running trial's whole process group (TERM, then KILL) and reap it."""
+        self._stop_launching()
+        now = time.monotonic()
+        for running in self._running.values():
+            self._start_reaper(running)  # a Ctrl-C between a launch and its reaper's start
+            running.trial.request_stop(INTERRUPTED, self.kill_grace if grace is None else grace, now)
+        outcomes: List[TrialOutcome] = []
+        while self._running:
+            outcomes.extend(self._drain_exits(self._enforce_deadlines(0.5)))
+        return outcomes
+
+    def kill_now(self) -> None:
+        self._stop_launching()
+        for running in self._running.values():
+            running.trial.kill_now()
+
+    def close(self) -> None:
+        """Nothing to release: every trial has been reaped by then."""
+
+    def stop_leftover(self, identity: ProcessIdentity) -> bool:
+        return stop_stale_group(identity)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _stop_launching(self) -> None:
+        self._launching = False
+        self._queue.clear()  # never started: the journal still has them queued, for --resume
+
+    def _ready(self) -> List[TrialOutcome]:
+        """Start what fits, then what has ended (or could not start)."""
+        while self._launching and self._queue and self._free:
+            self._launch(self._queue.popleft(), self._free.popleft())
+        outcomes, self._unstarted = self._unstarted + self._drain_exits(0.0), []
+        return outcomes
+
+    def _launch(self, spec: TrialSpec, slot: Slot) -> None:
+        prepare_files(spec)
+        env = build_env(spec, slot.cuda_visible_devices)
+        try:
+            with open(spec.log_path, "wb") as log_file:
+                trial = TrialProcess.start(spec.argv, env, spec.cwd, log_file.fileno(), spec.timeout, self.kill_grace)
+        except OSError as error:
+            now = time.monotonic()
+            self._free.append(slot)
+            self._unstarted.append(TrialOutcome(spec, FAILED, None, None, slot, now, now, f"could not start: {error}"))
+            return
+        running = self._running[trial.pid] = _Running(spec, slot, trial)
+        self._start_reaper(running)  # before on_start, which journals: a Ctrl-C there must not orphan it
+        if self._on_start is not None:
+            self._on_start(spec, slot, ProcessIdentity.of(trial.pid))
+
+    def _start_reaper(self, running: _Running) -> None:
+        if not running.reaped:
+            threading.Thread(target=self._reap, args=(running.trial,), daemon=True, name=f"reap-{running.spec.key}").start()
+            running.reaped = True
+
+    def _reap(self, trial: TrialProcess) -> None:
+        self._exits.put((trial.pid, trial.process.wait()))
+
+    def _enforce_deadlines(self, limit: Optional[float]) -> Optional[float]:
+        """Act on every passed deadline; the seconds until the next one, at most `limit` (None: no deadline, no limit)."""
+        now = time.monotonic()
+        waits = [] if limit is None else [limit]
+        for running in self._running.values():
+            running.trial.enforce(now)
+            due = running.trial.wakeup()
+            if due is not None:
+                waits.append(max(0.0, due - now))
+        return min(waits) if waits else None
+
+    def _drain_exits(self, wait: Optional[float]) -> List[TrialOutcome]:
+        """The outcomes of the trials that ended, waiting up to `wait` seconds (None: forever) for one."""
+        outcomes = (self._finish(pid, code) for pid, code in take_all(self._exits, wait))
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _finish(self, pid: int, supervisor_code: int) -> Optional[TrialOutcome]:
+        running = self._running.pop(pid, None)
+        if running is None:
+            return None
+        finished = time.monotonic()
+        exit_code = running.trial.finish(supervisor_code)
+        self._free.append(running.slot)
+        spec = running.spec
+        status, score, message = judge_trial(spec, exit_code, running.trial.stop_reason,
+                                             lambda: read_result(spec.result_path, spec.token))
+        return TrialOutcome(spec, status, score, exit_code, running.slot, running.trial.started, finished, message)

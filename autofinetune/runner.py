@@ -1,0 +1,414 @@
+"""One trial's life, written once for every backend: environment, supervised start, stop, judgement.
+
+The local backend runs it on the tuner's machine and a Dask worker runs it on its own
+(backends/local.py, backends/dask_task.py); both must stop and judge a trial the same way, so
+nothing here knows about queues, slots or Dask. This module is imported on Dask workers and
+must keep to the standard library (see docs/dask.md).
+
+Each trial runs as `_supervisor.py` + the trial in their own process group (so the whole tree
+can be stopped), its output streamed straight to the log file (never held in memory), and its
+outcome is judged from the exit status and the trial's own result file.
+"""
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from .devices import Slot
+from .reporting import RESULT_FILE_ENV, TRIAL_TOKEN_ENV
+
+
+class Status(str, enum.Enum):
+    """A trial's status: the one vocabulary of the journal, the views and the backends.
+
+    A `str` so that JSON, CSV and comparisons with the journal's plain strings keep working.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    INVALID = "invalid"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+
+    __str__ = str.__str__  # f"{status}" and str(status) say "ok", not "Status.OK"
+    __format__ = str.__format__
+
+
+OK, FAILED, INVALID, TIMEOUT, INTERRUPTED = Status.OK, Status.FAILED, Status.INVALID, Status.TIMEOUT, Status.INTERRUPTED
+
+SUPERVISOR = str(Path(__file__).with_name("_supervisor.py"))
+#: A trial that exits 130 was interrupted (Ctrl-C's conventional status), not failed.
+INTERRUPTED_EXIT_CODES = frozenset({130, -signal.SIGINT})
+NO_REPORT = "no result reported (report_final_result was never called)"
+#: A result file larger than this is not a report (they are a few dozen bytes); reading no
+#: more keeps a lying trial from filling the tuner's memory.
+RESULT_LIMIT = 1 << 20
+
+#: What `read_report` gives `judge_trial`: the raw reported score, or None with the reason.
+Report = Tuple[Optional[Any], str]
+
+
+@dataclass
+class TrialSpec:
+    """What to run: a backend's whole view of a trial.
+
+    The token is the trial's proof of authorship for its result file; the search chooses it
+    (and journals it) so that a result written while the tuner was down can still be trusted.
+    """
+
+    key: str
+    argv: List[str]
+    log_path: Path
+    result_path: Path
+    cwd: Optional[str] = None
+    timeout: Optional[float] = None
+    env: Dict[str, str] = field(default_factory=dict)
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
+@dataclass
+class TrialOutcome:
+    spec: TrialSpec
+    status: Status
+    score: Optional[float]
+    exit_code: Optional[int]
+    slot: Slot
+    started: float
+    finished: float
+    message: str = ""
+
+    @property
+    def duration(self) -> float:
+        return self.finished - self.started
+
+
+# -- finding a trial's process group again ------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def boot_id() -> Optional[str]:
+    """This kernel's boot id: a pid and start time mean nothing across a reboot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def process_start_ticks(pid: int) -> Optional[int]:
+    """Field 22 of /proc/PID/stat: tells a live process from a later one that reused its pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read().decode(errors="replace")
+        return int(text[text.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """A process group as it can be found again after the tuner died.
+
+    pid + kernel start time tell the group's leader from a newcomer with the same pid; host and
+    boot id tell this machine (and this boot of it) from any other, so a journal written
+    elsewhere or before a reboot can never name a process group here.
+    """
+
+    pid: int
+    start_ticks: Optional[int]
+    host: Optional[str] = None
+    boot_id: Optional[str] = None
+    #: The Dask worker whose machine runs the group; None: the tuner's machine (see docs/dask.md).
+    worker: Optional[str] = None
+
+    @classmethod
+    def of(cls, pid: int) -> "ProcessIdentity":
+        return cls(pid, process_start_ticks(pid), socket.gethostname(), boot_id())
+
+    def to_json(self) -> Dict[str, Any]:
+        """pid and start_ticks always; the other keys only when known, as old journals had them."""
+        data: Dict[str, Any] = {"pid": self.pid, "start_ticks": self.start_ticks}
+        data.update({k: v for k, v in (("host", self.host), ("boot_id", self.boot_id), ("worker", self.worker)) if v is not None})
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ProcessIdentity":
+        return cls(int(data["pid"]), data.get("start_ticks"), data.get("host"), data.get("boot_id"), data.get("worker"))
+
+    def is_elsewhere(self) -> bool:
+        """True when the identity provably belongs to another machine or an earlier boot."""
+        if self.host is not None and self.host != socket.gethostname():
+            return True
+        return self.boot_id is not None and self.boot_id != boot_id()
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_stale_group(identity: ProcessIdentity, grace: float = 2.0) -> bool:
+    """Stop what is left of a trial group from a killed tuner run; True if something was found.
+
+    The group is only signalled when it is of this machine and boot (identities from journals
+    that predate host and boot id are taken as this machine's), and its leader is gone
+    (orphans only) or provably the same process (same start time): never a newcomer that
+    happens to have the same pid.
+    """
+    if identity.is_elsewhere():
+        return False
+    pid = identity.pid
+    leader_ticks = process_start_ticks(pid)
+    if leader_ticks is not None and identity.start_ticks is not None and leader_ticks != identity.start_ticks:
+        return False  # the pid now belongs to someone else
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            os.killpg(pid, 0)
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return True
+
+
+# -- starting and stopping one trial ------------------------------------------------------------
+
+def build_env(spec: TrialSpec, cuda_visible_devices: str, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The trial's environment: `base` (this process's by default) + the spec's + the tuner's contract."""
+    env = dict(os.environ if base is None else base)
+    env.update(spec.env)
+    env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+    env[RESULT_FILE_ENV] = str(spec.result_path)
+    env[TRIAL_TOKEN_ENV] = spec.token
+    env.setdefault("PYTHONUNBUFFERED", "1")  # logs a user can tail while the trial runs
+    return env
+
+
+def prepare_files(spec: TrialSpec) -> None:
+    """Before a trial starts: its log's folder exists, and no earlier attempt's result can be read as its own."""
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        spec.result_path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+class TrialProcess:
+    """A started trial: its supervisor, the lifeline, and the one state machine that stops it.
+
+    Stopping is TERM to the whole group, then KILL once the grace is over; a timeout and the
+    tuner's shutdown are the same stop with different reasons. The owner waits for the process
+    (a reaper thread, or a worker's loop), calls `enforce` at `wakeup()` and `finish` once
+    the supervisor has exited.
+    """
+
+    def __init__(self, process: "subprocess.Popen[bytes]", lifeline: int, started: float, timeout: Optional[float],
+                 kill_grace: float) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.started = started
+        self.deadline = started + timeout if timeout else None
+        self.kill_grace = kill_grace
+        self.stop_reason: Optional[Status] = None  # TIMEOUT or INTERRUPTED once asked to stop
+        self.kill_at: Optional[float] = None
+        self._killed = False
+        self._lifeline: Optional[int] = lifeline  # the owner's end of the socket pair shared with the supervisor
+
+    @classmethod
+    def start(cls, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int, timeout: Optional[float],
+              kill_grace: float) -> "TrialProcess":
+        """Spawn the supervised trial, its output to the file descriptor `output`; OSError if it cannot start.
+
+        The supervisor holds one end of a socket pair; ours is close-on-exec, so only this
+        process keeps it open and the kernel closes it however this process dies, which makes
+        the supervisor kill the group. The supervisor writes the trial's exit status back on
+        it (see _supervisor.py).
+        """
+        started = time.monotonic()
+        ours, theirs = socket.socketpair()
+        lifeline, supervisor_end = ours.detach(), theirs.detach()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-I", "-S", SUPERVISOR, str(supervisor_end), "--", *argv],
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, env=dict(env),
+                start_new_session=True,  # own process group: stop the tree, never the tuner
+                pass_fds=(supervisor_end,))
+        except OSError as error:
+            os.close(lifeline)
+            try:
+                os.write(output, f"autofinetune: could not start {argv[0] if argv else '(nothing)'}: {error}\n".encode())
+            except OSError:
+                pass
+            raise
+        finally:
+            os.close(supervisor_end)
+        return cls(process, lifeline, started, timeout, kill_grace)
+
+    def request_stop(self, reason: Status, grace: float, now: float) -> None:
+        """TERM the group now and KILL it `grace` seconds later; a later request can only shorten the grace."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.kill_at = now + grace
+            signal_group(self.pid, signal.SIGTERM)
+        elif self.kill_at is not None:
+            self.kill_at = min(self.kill_at, now + grace)
+
+    def enforce(self, now: float) -> None:
+        """Act on whatever deadline has passed: the timeout starts a stop, the end of the grace kills."""
+        if self.stop_reason is None and self.deadline is not None and now >= self.deadline:
+            self.request_stop(TIMEOUT, self.kill_grace, now)
+        if self.kill_at is not None and now >= self.kill_at:
+            self._kill()
+
+    def wakeup(self) -> Optional[float]:
+        """When `enforce` next has something to do; None: only the trial's own end."""
+        return self.kill_at if self.stop_reason is not None else self.deadline
+
+    def kill_now(self) -> None:
+        """KILL the group at once, no grace (the second Ctrl-C)."""
+        if self.stop_reason is None:
+            self.stop_reason = INTERRUPTED
+        self._kill()
+
+    def _kill(self) -> None:
+        self.kill_at = None
+        if not self._killed:
+            self._killed = True
+            signal_group(self.pid, signal.SIGKILL)
+
+    def finish(self, supervisor_returncode: int) -> int:
+        """The trial's own exit status, once its supervisor exited; leftovers of the group are killed."""
+        code = supervisor_returncode
+        if self._lifeline is not None:
+            code = _reported_status(self._lifeline, supervisor_returncode)
+            os.close(self._lifeline)
+            self._lifeline = None
+        signal_group(self.pid, signal.SIGKILL)  # grandchildren the supervisor could not take down
+        return code
+
+
+def _reported_status(lifeline: int, supervisor_code: int) -> int:
+    """The trial's exit status as its supervisor reported it before killing the group.
+
+    The supervisor always ends by SIGKILL; if it never reported (it was killed first, e.g. by
+    the grace-period SIGKILL), its own status is all there is.
+    """
+    os.set_blocking(lifeline, False)
+    try:
+        report = os.read(lifeline, 64).decode(errors="replace").split()
+    except OSError:
+        return supervisor_code
+    if len(report) == 2 and report[1].lstrip("-").isdigit():
+        if report[0] == "exit":
+            return int(report[1])
+        if report[0] == "signal":
+            return -int(report[1])
+    return supervisor_code
+
+
+# -- judging ------------------------------------------------------------------------------------
+
+def read_result_text(result_path: Any) -> Tuple[Optional[str], str]:
+    """The result file's text, or None with the reason (NO_REPORT when there is no file).
+
+    The raw-reading half of `read_result`, split off so a Dask worker reads the file where it
+    was written and the tuner parses the text with the trial's token.
+    """
+    try:
+        with open(result_path, "rb") as handle:
+            data = handle.read(RESULT_LIMIT + 1)
+    except FileNotFoundError:
+        return None, NO_REPORT
+    except OSError as error:
+        return None, f"unreadable result file {result_path}: {error}"
+    if len(data) > RESULT_LIMIT:
+        return None, f"result file {result_path} is larger than {RESULT_LIMIT} bytes"
+    return data.decode("utf-8", errors="replace"), ""
+
+
+def read_result(result_path: Any, token: Optional[str]) -> Report:
+    """The reported score, or None with the reason; a foreign token counts as no report."""
+    text, why = read_result_text(result_path)
+    if text is None:
+        return None, why
+    return parse_result(text, result_path, token)
+
+
+def parse_result(text: str, result_path: Any, token: Optional[str]) -> Report:
+    """`read_result` for a result file's text read elsewhere (a Dask worker returns it)."""
+    try:
+        record = json.loads(text)
+    except ValueError as error:
+        return None, f"unreadable result file {result_path}: {error}"
+    if not isinstance(record, dict) or "score" not in record:
+        return None, f"result file {result_path} has no 'score'"
+    if token is not None and record.get("token") != token:
+        return None, f"result file {result_path} was not written by this trial"
+    return record["score"], ""
+
+
+def judge_score(raw: Any) -> Tuple[Optional[float], str]:
+    """A valid score is a finite number at most 1 (higher is better); anything else is invalid."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None, f"reported score {raw!r} is not a number"
+    value = float(raw)
+    if math.isnan(value) or math.isinf(value):
+        return None, f"reported score {value!r} is not finite"
+    if value > 1.0:
+        return None, f"reported score {value!r} is above 1 (scores must lie in (-inf, 1])"
+    return value, ""
+
+
+def _signal_name(number: int) -> str:
+    """SIGKILL for 9; the number for signals without a name (real-time ones, SIGRTMIN+n)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def judge_trial(spec: TrialSpec, exit_code: int, stop_reason: Optional[Status],
+                read_report: Callable[[], Report]) -> Tuple[Status, Optional[float], str]:
+    """A finished trial's status, score and message from how it ended and what it reported.
+
+    `stop_reason` is TIMEOUT or INTERRUPTED when the trial was stopped; `read_report` is only
+    called for a trial that exited 0 on its own, so a stopped trial's report never counts.
+    """
+    if stop_reason == TIMEOUT:
+        return TIMEOUT, None, f"stopped after the {spec.timeout:g} s timeout"
+    if stop_reason == INTERRUPTED:
+        return INTERRUPTED, None, "stopped by the tuner's shutdown"
+    if exit_code in INTERRUPTED_EXIT_CODES:
+        return INTERRUPTED, None, f"the trial exited with status {exit_code} (interrupted)"
+    if exit_code != 0:
+        if exit_code < 0:
+            return FAILED, None, f"killed by signal {_signal_name(-exit_code)}"
+        return FAILED, None, f"exit code {exit_code}"
+    raw, why = read_report()
+    if why:
+        return FAILED, None, why
+    score, why = judge_score(raw)
+    if why:
+        return INVALID, None, why
+    return OK, score, ""

@@ -1,0 +1,256 @@
+"""Which strategies exist, what they accept, and how to build one -- without importing them.
+
+Each strategy is described by a `StrategyInfo`: plain data naming its implementation as
+"package.module:ClassName". The CLI validates a whole command line (name, dimension, popsize,
+options, --async) against that data before any trial starts, so a PSHE2 search, a typo or
+`--help` never pays for importing cma and scipy (about a second), and a broken plugin
+implementation cannot break a search that does not use it.
+
+Third-party strategies register an entry point in the group ``autofinetune.strategies`` whose
+object is a `StrategyInfo`, defined in a module that imports nothing heavy (the
+implementation module is only imported by `make_strategy`):
+
+    [project.entry-points."autofinetune.strategies"]
+    uniform = "autofinetune_uniform.info:INFO"
+
+`autofinetune.testing.strategies.StrategyTestCase` checks a strategy against the contract.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:  # numpy and the implementations stay unimported until make_strategy
+    import numpy as np
+
+    from .base import Strategy
+
+logger = logging.getLogger("autofinetune")
+
+#: The entry-point group third-party strategies register under.
+ENTRY_POINT_GROUP = "autofinetune.strategies"
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One numeric option a strategy's constructor takes as a keyword argument."""
+
+    name: str
+    default: float
+    low: float
+    high: float
+    help: str
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def interval(self) -> str:
+        """The range as users read it, e.g. "(0, 1]"."""
+        return f"{'[' if self.low_inclusive else '('}{self.low:g}, {self.high:g}{']' if self.high_inclusive else ')'}"
+
+    def contains(self, value: float) -> bool:
+        above = value >= self.low if self.low_inclusive else value > self.low
+        below = value <= self.high if self.high_inclusive else value < self.high
+        return math.isfinite(value) and above and below
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """What the tuner knows about a strategy before importing it."""
+
+    name: str
+    #: "package.module:ClassName", imported by `make_strategy` only.
+    target: str
+    display_name: str
+    min_dim: int = 1
+    #: Whether the class implements ask_particle/tell_particle (`--async`).
+    supports_async: bool = False
+    options: Tuple[OptionSpec, ...] = ()
+    builtin: bool = True
+
+
+BUILTINS: Tuple[StrategyInfo, ...] = (
+    StrategyInfo(
+        name="pshe2",
+        target="autofinetune.strategies.pshe2:PSHE2",
+        display_name="PSHE2",
+        min_dim=1,
+        supports_async=True,
+        options=(
+            OptionSpec("alpha", 0.5, 0.0, 1.0, "step size and damping rate of the swarm",
+                       low_inclusive=False, high_inclusive=True),
+            OptionSpec("epsilon", 0.2, 0.0, 1.0, "random kick, as a fraction of the distance to the box edge",
+                       low_inclusive=True, high_inclusive=True),
+        ),
+    ),
+    StrategyInfo(
+        name="hazero",
+        target="autofinetune.strategies.hazero:HAZero",
+        display_name="HAZero",
+        min_dim=2,
+        supports_async=False,
+        options=(
+            OptionSpec("sigma0", 0.1, 0.0, 1.0, "initial CMA-ES step size in the unit box (the original's 0.2 in [-1, 1])",
+                       low_inclusive=False, high_inclusive=True),
+        ),
+    ),
+)
+
+_NUMBER_WORDS = {2: "two", 3: "three", 4: "four"}
+
+
+def _problem_with(info: Any) -> str:
+    """Why a plugin's object is not a usable StrategyInfo ('' if it is)."""
+    if not isinstance(info, StrategyInfo):
+        return f"it is a {type(info).__name__}, not an autofinetune StrategyInfo"
+    if ":" not in info.target:
+        return f"its target {info.target!r} is not 'package.module:ClassName'"
+    if info.min_dim < 1:
+        return f"its min_dim {info.min_dim} is below 1"
+    for option in info.options:
+        if not isinstance(option, OptionSpec) or not option.contains(float(option.default)):
+            return f"its option {getattr(option, 'name', option)!r} has a default outside its range"
+    return ""
+
+
+def _entry_points() -> List[Any]:
+    from importlib import metadata
+
+    found = metadata.entry_points()
+    if hasattr(found, "select"):
+        return list(found.select(group=ENTRY_POINT_GROUP))
+    return list(found.get(ENTRY_POINT_GROUP, []))  # Python 3.9: a dict of groups
+
+
+@functools.lru_cache(maxsize=None)
+def _discover() -> Tuple[StrategyInfo, ...]:
+    """Built-ins, then plugins; each broken plugin is skipped with one warning, once."""
+    infos: Dict[str, StrategyInfo] = {info.name: info for info in BUILTINS}
+    for entry in sorted(_entry_points(), key=lambda e: (e.name, e.value)):
+        where = f"strategy plugin {entry.name!r} ({entry.value})"
+        try:
+            info = entry.load()
+        except Exception as error:  # a plugin's bug must not break other searches
+            logger.warning("%s is skipped: loading it raised %s: %s", where, type(error).__name__, error)
+            continue
+        problem = _problem_with(info)
+        if not problem and info.name != entry.name:
+            problem = f"its StrategyInfo is named {info.name!r}, not {entry.name!r}"
+        if not problem and info.name in infos:
+            problem = f"the name {info.name!r} is already taken by {infos[info.name].target}"
+        if problem:
+            logger.warning("%s is skipped: %s", where, problem)
+            continue
+        infos[info.name] = dataclasses.replace(info, builtin=False)
+    return tuple(infos.values())
+
+
+def available() -> Dict[str, StrategyInfo]:
+    """Every usable strategy by name: the built-ins and the installed plugins."""
+    return {info.name: info for info in _discover()}
+
+
+def get_info(name: str) -> StrategyInfo:
+    """The StrategyInfo of `--tuning_strategy=name`; ConfigError listing the valid names."""
+    infos = available()
+    if name not in infos:
+        valid = ", ".join(sorted(infos))
+        raise ConfigError(f"--tuning_strategy={name!r} is not a strategy; choose one of: {valid}")
+    return infos[name]
+
+
+def _preferred() -> List[Tuple[str, StrategyInfo]]:
+    """Strategies in the order a hint suggests them: built-ins first, then by name."""
+    return sorted(available().items(), key=lambda item: (not item[1].builtin, item[0]))
+
+
+def _option_value(info: StrategyInfo, spec: OptionSpec, raw: Any) -> float:
+    where = f"--strategy_option {spec.name}={raw}"
+    must = f"{info.display_name}'s {spec.name} ({spec.help}) must be a number in {spec.interval()}"
+    if isinstance(raw, bool):
+        raise ConfigError(f"{where}: not a number; {must}")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: not a number; {must}") from None
+    if not spec.contains(value):
+        raise ConfigError(f"{where} is out of range: {must}")
+    return value
+
+
+def check_strategy(
+    name: str,
+    dim: int,
+    popsize: int,
+    options: Mapping[str, Any] = {},
+    asynchronous: bool = False,
+) -> Dict[str, float]:
+    """Validate a strategy request without importing the implementation.
+
+    Returns every option of the strategy as a float, defaults filled in. Each error is one
+    line naming the option as the CLI spells it, and the fix.
+    """
+    info = get_info(name)
+    if popsize < 1:
+        raise ConfigError(f"--popsize must be 1 or more, got {popsize}")
+    if dim < info.min_dim:
+        need = _NUMBER_WORDS.get(info.min_dim, str(info.min_dim))
+        others = [n for n, i in _preferred() if i.min_dim <= dim and n != name]
+        if asynchronous:
+            others = [n for n in others if available()[n].supports_async] or others
+        hint = f"; use --tuning_strategy={others[0]}" if others else ""
+        raise ConfigError(
+            f"--tuning_strategy={name}: {info.display_name} needs {need} or more hyperparameters, "
+            f"the search space has {dim}{hint}"
+        )
+    specs = {spec.name: spec for spec in info.options}
+    for key in options:
+        if key not in specs:
+            valid = f"valid options: {', '.join(specs)}" if specs else f"{info.display_name} takes no options"
+            raise ConfigError(
+                f"--strategy_option {key}=...: {info.display_name} (--tuning_strategy={name}) has no option {key!r}; {valid}"
+            )
+    values = {spec.name: _option_value(info, spec, options[spec.name]) if spec.name in options else float(spec.default)
+              for spec in info.options}
+    if asynchronous and not info.supports_async:
+        fits = [n for n, i in _preferred() if i.supports_async and i.min_dim <= dim]
+        instead = f"use --tuning_strategy={fits[0]} with --async, or drop --async" if fits else "drop --async"
+        raise ConfigError(
+            f"--async: --tuning_strategy={name} needs whole rounds (generations) of results; {instead}"
+        )
+    return values
+
+
+def load_class(info: StrategyInfo) -> type:
+    """Import the class `info.target` names; ConfigError if the plugin cannot be imported."""
+    module_name, _, attribute = info.target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(
+            f"--tuning_strategy={info.name}: cannot import its implementation {info.target} "
+            f"({type(error).__name__}: {error}); reinstall the package that provides it"
+        ) from None
+    return obj
+
+
+def make_strategy(
+    name: str,
+    dim: int,
+    init_point: "np.ndarray",
+    popsize: int,
+    seed: int,
+    options: Mapping[str, Any] = {},
+) -> "Strategy":
+    """Build `--tuning_strategy=name` after `check_strategy`, with its options as floats."""
+    values = check_strategy(name, dim, popsize, options)
+    cls = load_class(get_info(name))
+    return cls(dim, init_point, popsize, seed, **values)

@@ -1,0 +1,1 @@
+"""Uniform random search for autofinetune; the entry point loads `info.INFO` only."""
