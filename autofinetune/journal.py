@@ -426,12 +426,13 @@ class Journal:
                 written = os.write(self._fd, view)
                 view = view[written:]
             os.fsync(self._fd)
-        except OSError:
+        except OSError as error:
             try:  # leave no half record behind for the next append to glue onto
                 os.ftruncate(self._fd, before)
             except OSError:
                 pass  # the next Journal() cuts it off instead
-            raise
+            # os.write names no file: name the journal, so the search knows whose write failed
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
 
     def close(self) -> None:
         if self._fd is not None:

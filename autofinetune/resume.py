@@ -20,11 +20,13 @@ from . import __version__
 from .errors import ConfigError
 from .journal import JOURNAL, FinishEvent, QueuedEvent, SearchState, ToldEvent, replay
 from .options import resume_conflicts
+from .policies import AsyncPolicy
 from .records import TrialRecord
 from .runner import ProcessIdentity, Status, judge_score, read_result
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .search import AsyncPolicy, RoundPolicy, Search, SearchConfig
+    from .policies import RoundPolicy
+    from .search import Search, SearchConfig
 
 log = logging.getLogger("autofinetune")
 
@@ -76,8 +78,6 @@ def _normalised_strategy_options(config: "SearchConfig", given: Dict[str, Any]) 
 
 def restore(search: "Search", state: SearchState) -> None:
     """Rebuild the search's records, strategy, evaluator and policy from the replayed journal."""
-    from .search import AsyncPolicy
-
     _stop_leftovers(search, state)
     kept = {(t.round, t.index): t for t in state.kept}
     for key, queued in sorted(state.queued.items()):

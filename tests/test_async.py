@@ -1,4 +1,4 @@
-"""The asynchronous mode: a freed slot takes the candidate's next trial at once (docs/architecture.md, search.AsyncPolicy)."""
+"""The asynchronous mode: a freed slot takes the candidate's next trial at once (docs/architecture.md, policies.AsyncPolicy)."""
 from __future__ import annotations
 
 import json
