@@ -12,7 +12,7 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Unio
 
 from . import options as option_table
 from .devices import build_slots
-from .errors import ConfigError
+from .errors import ConfigError, path_error
 from .search import Search, SearchConfig, SearchObserver, SearchResult, default_output_dir
 from .space import SearchSpace, load_space
 
@@ -43,8 +43,12 @@ def tune(
         raise ConfigError("--resume needs --output_dir: the folder of the search to continue")
     space = load_space(params)
     pairs = list(passthrough.items()) if isinstance(passthrough, Mapping) else list(passthrough or [])
+    try:
+        script_path = Path(script).resolve()
+    except (OSError, RuntimeError) as error:
+        raise path_error("the training script", script, error, "pass the path of your train.py as the first argument") from None
     config = SearchConfig(
-        script=Path(script).resolve(),
+        script=script_path,
         space=space,
         output_dir=Path(values["output_dir"]) if values["output_dir"] is not None else default_output_dir(),
         slots=build_slots(values["gpu"], values["workers"]),

@@ -6,7 +6,10 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, shown
+
+#: More slots than any machine or cluster runs trials at once is a typo, not a plan.
+MAX_SLOTS = 4096
 
 log = logging.getLogger("autofinetune")
 
@@ -31,8 +34,11 @@ class Slot:
 def parse_gpu_option(text: str) -> List[str]:
     """'0,1' -> ['0', '1']; '0,0' asks for two slots on GPU 0."""
     ids = [part.strip() for part in str(text).split(",")]
-    if not ids or any(not part or any(c.isspace() for c in part) for part in ids):
-        raise ConfigError(f"--gpu={text!r}: expected comma-separated GPU ids without gaps, e.g. --gpu=0,1 (or 0,0 for two trials on GPU 0)")
+    if not ids or any(not part or not part.isprintable() or any(c.isspace() for c in part) for part in ids):
+        raise ConfigError(f"--gpu={shown(repr(text), 60)}: expected comma-separated GPU ids without gaps, e.g. --gpu=0,1 "
+                          f"(or 0,0 for two trials on GPU 0)")
+    if len(ids) > MAX_SLOTS:
+        raise ConfigError(f"--gpu: {len(ids)} slots, at most {MAX_SLOTS}; fix: list each GPU once per trial it should run")
     return ids
 
 

@@ -24,3 +24,21 @@ class SearchFailed(AutofinetuneError):
     """The search ran but produced no successful trial."""
 
     exit_code = 1
+
+
+def shown(value: object, limit: int = 120) -> str:
+    """A user's value as an error message shows it: whole when short, its two ends otherwise,
+    so one line stays one readable line however long a path or a value is."""
+    text = str(value)
+    if not text.isprintable():  # a newline or an escape code would break the one line
+        text = repr(text)[1:-1]
+    if len(text) <= limit:
+        return text or "''"
+    keep = (limit - 5) // 2
+    return f"{text[:keep]}[...]{text[-keep:]}"
+
+
+def path_error(what: str, path: object, error: BaseException, fix: str) -> ConfigError:
+    """One line for any OSError (or symlink loop) met on a path the user gave."""
+    reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return ConfigError(f"{what}={shown(path)}: {reason}; fix: {fix}")

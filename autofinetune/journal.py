@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, FrozenSet, Iterable, List, Optional, Tuple, Type, Union
@@ -92,7 +93,8 @@ class QueuedEvent(Event):
     attempt: int = 0
     argv: List[str] = field(default_factory=list)
     parent: Optional[Dict[str, Any]] = None
-    token: Optional[str] = None
+    token: Optional[str] = None  # version-1 journals: the token itself
+    token_sha256: Optional[str] = None  # since then: only its digest (docs/security.md)
 
 
 @dataclass
@@ -211,8 +213,7 @@ def _decode_trial(data: Any, where: str) -> TrialRecord:
 # -- reading ---------------------------------------------------------------------------------
 def read_events(path: Path) -> Tuple[List[Event], bool]:
     """The committed events of a journal, and whether a torn last line was left out."""
-    with open(path, "rb") as handle:
-        data = handle.read()
+    data = _read_regular(path)
     lines = data.split(b"\n")
     torn = bool(lines[-1])  # bytes after the last newline: a write that never completed
     events: List[Event] = []
@@ -227,6 +228,33 @@ def read_events(path: Path) -> Tuple[List[Event], bool]:
                                f"fix: restore it from a backup, or delete that line and resume") from None
         events.append(decode(parsed, where))
     return events, torn
+
+
+#: A journal is a few hundred bytes per trial; more than this is not a journal of ours.
+JOURNAL_LIMIT = 1 << 30
+
+
+def _read_regular(path: Path) -> bytes:
+    """The journal's bytes, from a regular file only: a FIFO or a device planted in its place
+    must not block or flood the reader (docs/security.md)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as error:
+        raise JournalError(f"{path}: cannot be read ({error.strerror or error}); fix: give the --output_dir of a search") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise JournalError(f"{path}: not a regular file; fix: give the --output_dir of a search")
+        if info.st_size > JOURNAL_LIMIT:
+            raise JournalError(f"{path}: {info.st_size} bytes, more than a journal holds; fix: give the --output_dir of a search")
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 # -- the state a journal describes ---------------------------------------------------------------
@@ -389,9 +417,16 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         # Unbuffered: a failed write (disk full) leaves nothing pending that a later flush or
-        # close could trip over. 0o600: the journal holds every trial's token and argv (a
-        # trailing 'name value' pair may be a secret).
-        self._fd: Optional[int] = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        # close could trip over. The mode follows the umask, as every view file's does; no
+        # trial's token is in it (only their hashes, see docs/security.md). O_NOFOLLOW: a
+        # symlink planted in its place is refused, never written through.
+        try:
+            self._fd: Optional[int] = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            raise JournalError(f"{path}: not a regular file; fix: give the --output_dir of a search")
         self._cut_torn_tail()
 
     def _cut_torn_tail(self) -> None:

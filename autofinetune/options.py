@@ -81,16 +81,38 @@ class Option:
         return value
 
 
-def at_least(low: int) -> Check:
-    return lambda value: None if value >= low else f"must be at least {low}"
+def between(low: int, high: int, why: str = "") -> Check:
+    """Whole numbers in [low, high]. Every count has a ceiling: a billion candidates or slots
+    is a typo, and would end in a MemoryError instead of one line."""
+    return lambda value: None if low <= value <= high else f"must be at least {low}" if value < low else f"must be at most {high}{why}"
+
+
+#: The longest wait a timer can take (threading and select refuse more), about 31 years.
+MAX_SECONDS = 1e9
 
 
 def positive_seconds(value: float) -> Optional[str]:
-    return None if math.isfinite(value) and value > 0 else "must be a positive, finite number of seconds"
+    return None if math.isfinite(value) and 0 < value <= MAX_SECONDS else f"must be a positive number of seconds, at most {MAX_SECONDS:g}"
 
 
 def non_negative_seconds(value: float) -> Optional[str]:
-    return None if math.isfinite(value) and value >= 0 else "must be 0 or more seconds (finite)"
+    return None if math.isfinite(value) and 0 <= value <= MAX_SECONDS else f"must be 0 or more seconds, at most {MAX_SECONDS:g}"
+
+
+#: The Dask comm schemes a tuner can reach without extra packages (ucx needs ucx-py).
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss")
+
+
+def dask_address(value: str) -> Optional[str]:
+    """`scheme://host:port`, checked before anything connects: a wrong scheme would fail
+    inside distributed with a traceback, or after a minute of retries."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in DASK_SCHEMES:
+        return f"expected {'|'.join(DASK_SCHEMES)}://HOST:PORT, e.g. tcp://10.0.0.5:8786"
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in rest:
+        return f"expected {scheme}://HOST:PORT with a port from 1 to 65535, e.g. {scheme}://10.0.0.5:8786"
+    return None
 
 
 def known_evaluator(value: str) -> Optional[str]:
@@ -107,8 +129,8 @@ def known_backend(value: str) -> Optional[str]:
 
 OPTIONS: Tuple[Option, ...] = (
     Option("gpu", "--gpu", str, None, "GPU ids, comma separated; 0,0 = two trials on GPU 0 (default: all GPUs pynvml finds, else CPU slots)"),
-    Option("popsize", "--popsize", int, 5, "candidates per round (default 5)", at_least(1), MATCH, "popsize"),
-    Option("rounds", "--round", int, 10, "rounds (default 10; may grow on --resume)", at_least(1), FREE, "rounds"),
+    Option("popsize", "--popsize", int, 5, "candidates per round (default 5)", between(1, 10_000, "; for a larger budget, add rounds"), MATCH, "popsize"),
+    Option("rounds", "--round", int, 10, "rounds (default 10; may grow on --resume)", between(1, 1_000_000), FREE, "rounds"),
     Option("output_dir", "--output_dir", str, None, "where results go (default output_YYYYmmddHHMMSS)"),
     Option("evaluator", "--evaluator", str, "populationbased",
            "populationbased (default: resume from the better models of the last round) | fulltrail (train every candidate from scratch)",
@@ -118,19 +140,20 @@ OPTIONS: Tuple[Option, ...] = (
     Option("strategy_options", "--strategy_option", dict, None,
            "a strategy constant, NAME=VALUE, repeatable (pshe2: alpha, epsilon; hazero: sigma0; see docs/algorithms.md)",
            None, MATCH, "strategy_options", legacy={}, metavar="NAME=VALUE"),
-    Option("workers", "--workers", int, None, "CPU slots when there is no GPU (default: one per core)", at_least(1)),
-    Option("seed", "--seed", int, None, "makes the proposed candidates repeatable (default: drawn and journaled)", journal_key="seed"),
+    Option("workers", "--workers", int, None, "CPU slots when there is no GPU (default: one per core)", between(1, 4096)),
+    Option("seed", "--seed", int, None, "makes the proposed candidates repeatable (default: drawn and journaled)", between(0, 2**63 - 1),
+           journal_key="seed"),
     Option("timeout", "--timeout", float, None, "seconds a trial may run before it is stopped (status timeout)", positive_seconds, FREE, "timeout"),
-    Option("max_retries", "--max_retries", int, 0, "re-run a failed or timed-out trial up to N more times (default 0)", at_least(0), FREE, "max_retries"),
+    Option("max_retries", "--max_retries", int, 0, "re-run a failed or timed-out trial up to N more times (default 0)", between(0, 1000), FREE, "max_retries"),
     Option("kill_grace", "--kill_grace", float, 5.0, "seconds between SIGTERM and SIGKILL when a trial is stopped (default 5)",
            non_negative_seconds, FREE, "kill_grace"),
     Option("resume_epochs", "--resume_epochs", int, 1, "population-based: the --epochs given to a trial resumed from a parent (default 1)",
-           at_least(1), MATCH, "resume_epochs", legacy=1),
+           between(1, 1_000_000), MATCH, "resume_epochs", legacy=1),
     Option("resume", "--resume", bool, False, "continue the interrupted search in --output_dir (same command otherwise)"),
     Option("backend", "--backend", str, "local", "local (default: child processes here) | dask (tasks on a Dask cluster)",
            known_backend, FREE, "backend"),
     Option("scheduler_address", "--scheduler_address", str, None, "with --backend=dask: the Dask scheduler, e.g. tcp://10.0.0.5:8786",
-           None, FREE, "scheduler_address"),
+           dask_address, FREE, "scheduler_address"),
     Option("asynchronous", "--async", bool, False,
            "a freed slot starts the candidate's next trial at once instead of waiting for the round's slowest (pshe2 only; not bit-repeatable)",
            None, MATCH, "asynchronous", legacy=False),

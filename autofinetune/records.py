@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Dict, List, Optional
 
 from .reporting import write_atomically
 from .rules import better
-from .runner import Status
+from .runner import Status, file_kind, open_regular
 
 log = logging.getLogger("autofinetune")
 
@@ -171,25 +172,107 @@ class SearchRecords:
         return "\n".join(lines) + "\n"
 
     def update_best_model(self) -> Optional[Path]:
-        """Copy the best trial's model dir to best_model/, swapping it in by rename."""
+        """Copy the best trial's model dir to best_model/, swapping it in by rename.
+
+        The model dir is whatever the trial left there, so only regular files and folders are
+        copied, never through a symlink and never waiting on a FIFO; what is skipped is listed
+        in `.autofinetune_best.json` and said once (docs/security.md).
+        """
         if self.best is None:
             return None
         target = self.output_dir / BEST_MODEL
         source = Path(self.best.model_dir)
         staging = Path(tempfile.mkdtemp(prefix=".best_model.", dir=self.output_dir))
+        skipped: List[str] = []
+        reasons: Dict[str, str] = {}
         try:
-            if source.is_dir():
-                shutil.copytree(source, staging / "model", symlinks=True)
+            try:
+                source_mode: Optional[int] = os.lstat(source).st_mode
+            except OSError:
+                source_mode = None
+            if source_mode is not None and stat.S_ISDIR(source_mode):
+                _copy_plain_tree(source, staging / "model", skipped, reasons)
             else:
-                log.warning("the best trial's model dir %s is missing; best_model/ holds only its record", source)
+                why = "missing" if source_mode is None else f"a {file_kind(source_mode)}, not a folder"
+                log.warning("the best trial's model dir %s is %s; best_model/ holds only its record", source, why)
                 (staging / "model").mkdir()
-            (staging / "model" / ".autofinetune_best.json").write_text(json.dumps(self.row(self.best), default=_json_default) + "\n")
-            if target.exists():  # moved aside, then deleted with the staging folder
+            if skipped:
+                shown = ", ".join(f"{path} ({reasons[path]})" for path in skipped[:10])
+                more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+                log.warning("best_model/: skipped %d entr%s of %s that %s not a regular file or folder: %s%s "
+                            "(listed in best_model/.autofinetune_best.json)", len(skipped), "y" if len(skipped) == 1 else "ies",
+                            source, "is" if len(skipped) == 1 else "are", shown, more)
+            row = self.row(self.best)
+            row["skipped"] = skipped
+            (staging / "model" / ".autofinetune_best.json").write_text(json.dumps(row, default=_json_default) + "\n")
+            if os.path.lexists(target):  # moved aside, then deleted with the staging folder
                 os.replace(target, staging / "retired")
             os.replace(staging / "model", target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+#: Bytes per read when copying a model file.
+_COPY_CHUNK = 1 << 20
+
+
+def _copy_plain_tree(source: Path, destination: Path, skipped: List[str], reasons: Dict[str, str]) -> None:
+    """Copy the regular files and folders under `source`; every other entry's relative path goes to `skipped`.
+
+    Iterative (a trial may nest folders thousands deep); symlinks are never followed, and each
+    file is opened O_NOFOLLOW|O_NONBLOCK and checked again by fstat, as a trial still running in
+    the background could swap an entry between the listing and the open.
+    """
+    destination.mkdir()
+    stack = [(source, destination, "")]
+    while stack:
+        folder, copy, prefix = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as error:
+            _skip(skipped, reasons, prefix.rstrip("/") or ".", f"unreadable folder: {error.strerror or error}")
+            continue
+        for entry in entries:
+            relative = prefix + entry.name
+            if entry.name == ".autofinetune_best.json" and not prefix:
+                continue  # the tuner's own record of the copy, written afterwards
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    (copy / entry.name).mkdir()
+                    stack.append((Path(entry.path), copy / entry.name, relative + "/"))
+                elif stat.S_ISREG(mode):
+                    _copy_regular(entry.path, copy / entry.name)
+                else:
+                    _skip(skipped, reasons, relative, file_kind(mode))
+            except OSError as error:
+                _skip(skipped, reasons, relative, error.strerror or str(error))
+
+
+def _copy_regular(source: str, destination: Path) -> None:
+    """One file's bytes (at most its size when opened: a writer left behind cannot make it endless), mode and times."""
+    fd = open_regular(source)
+    try:
+        info = os.fstat(fd)
+        left = info.st_size
+        with open(destination, "xb") as out:
+            while left > 0:
+                chunk = os.read(fd, min(left, _COPY_CHUNK))
+                if not chunk:
+                    break
+                out.write(chunk)
+                left -= len(chunk)
+        os.chmod(destination, stat.S_IMODE(info.st_mode))
+        os.utime(destination, ns=(info.st_atime_ns, info.st_mtime_ns))
+    finally:
+        os.close(fd)
+
+
+def _skip(skipped: List[str], reasons: Dict[str, str], relative: str, why: str) -> None:
+    skipped.append(relative)
+    reasons[relative] = why
 
 
 def _cell(value: Any) -> str:

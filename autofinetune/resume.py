@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, path_error
 from .journal import JOURNAL, FinishEvent, QueuedEvent, SearchState, ToldEvent, replay
 from .options import resume_conflicts
 from .policies import AsyncPolicy
@@ -34,8 +34,12 @@ log = logging.getLogger("autofinetune")
 def read_for_resume(config: "SearchConfig") -> SearchState:
     """The journal of the search in `config.output_dir`, refused in one line when it cannot be
     continued with this configuration."""
-    path = config.output_dir.resolve() / JOURNAL
-    if not path.is_file():
+    try:
+        path = config.output_dir.resolve() / JOURNAL
+        found = path.is_file()
+    except (OSError, RuntimeError) as error:
+        raise path_error("--output_dir", config.output_dir, error, "pass the --output_dir of an earlier search") from None
+    if not found:
         raise ConfigError(f"--resume: {path} not found; fix: pass the --output_dir of an earlier search (or drop --resume to start a new one)")
     state = replay(path)
     if not state.has_start:
@@ -174,7 +178,9 @@ def _stop_leftovers(search: "Search", state: SearchState) -> None:
 
 def _recover_reported(queued: QueuedEvent) -> Optional[TrialRecord]:
     """A trial whose result file was complete when the tuner died counts as finished."""
-    raw, why = read_result(Path(queued.result_path), queued.token)
+    if queued.token is None and queued.token_sha256 is None:
+        return None  # nothing to tell the trial's own report from another's
+    raw, why = read_result(Path(queued.result_path), queued.token, queued.token_sha256)
     if why:
         return None
     score, why = judge_score(raw)

@@ -145,3 +145,21 @@ def parse_passthrough(items: Sequence[str]) -> List[Tuple[str, str]]:
             raise ConfigError(f"trailing argument {name[:60]!r}: pass names without dashes, e.g. 'max_seq_len 128' (reaches the trial as --max_seq_len=128)")
         pairs.append((name, value))
     return pairs
+
+
+# -- the schedule of the best lineage ----------------------------------------------------------------
+SCHEDULE_NOTE = ("under population-based training the best model grew through every step of its lineage, each with its "
+                 "own hyperparameters: this schedule is the recipe, not the last round's values alone")
+
+
+def schedule(trial: "TrialRecord", trials: Iterable["TrialRecord"], resume_epochs: Optional[int]) -> List[Dict[str, object]]:
+    """The steps that trained `trial`'s model, oldest first: what `autofinetune retrain` replays.
+
+    `epochs` is None for the first step (trained from scratch: the script's own default, or a
+    trailing `epochs N` pair) and `resume_epochs` for every step resumed from its parent's model.
+    """
+    steps: List[Dict[str, object]] = []
+    for position, step in enumerate(lineage(trial, trials)):
+        steps.append({"model": model_name(step), "round": step.round, "index": step.index, "score": step.score,
+                      "params": dict(step.params), "epochs": None if position == 0 else resume_epochs})
+    return steps

@@ -12,13 +12,17 @@ outcome is judged from the exit status and the trial's own result file.
 from __future__ import annotations
 
 import enum
+import errno
+import hashlib
 import functools
 import json
 import math
 import os
 import secrets
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -57,6 +61,13 @@ NO_REPORT = "no result reported (report_final_result was never called)"
 #: A result file larger than this is not a report (they are a few dozen bytes); reading no
 #: more keeps a lying trial from filling the tuner's memory.
 RESULT_LIMIT = 1 << 20
+#: Deeper nesting than this is no report: json.loads recurses once per level (docs/security.md).
+RESULT_MAX_DEPTH = 64
+#: Digits beyond which a reported integer is read as a float (inf when too big): int() of a long
+#: digit string costs quadratic time, and float() of a too-big int raises.
+RESULT_MAX_INT_DIGITS = 300
+#: How much of a reported value a message quotes: the message lands in the journal and the views.
+QUOTE_LIMIT = 80
 
 #: What `read_report` gives `judge_trial`: the raw reported score, or None with the reason.
 Report = Tuple[Optional[Any], str]
@@ -205,13 +216,88 @@ def build_env(spec: TrialSpec, cuda_visible_devices: str, base: Optional[Mapping
     return env
 
 
-def prepare_files(spec: TrialSpec) -> None:
-    """Before a trial starts: its log's folder exists, and no earlier attempt's result can be read as its own."""
-    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+# -- files a trial can plant things at (docs/security.md: what a trial leaves behind is data) ------
+
+#: Never follow a symlink, never wait for a FIFO's other end, never leak into the trial.
+_SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def file_kind(mode: int) -> str:
+    """A file type as a message says it."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "folder"), (stat.S_ISLNK, "symbolic link"),
+                       (stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def open_regular(path: Any, flags: int = os.O_RDONLY) -> int:
+    """A blocking descriptor on the regular file at `path`; OSError for anything else.
+
+    Trials can write next to every file the tuner opens, so a symlink (ELOOP under O_NOFOLLOW)
+    or a FIFO, socket or device there is refused instead of followed or waited on.
+    """
     try:
-        spec.result_path.unlink()
+        fd = os.open(path, flags | _SAFE_OPEN)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OSError(error.errno, "a symbolic link, not a regular file", str(path)) from None
+        if error.errno == errno.ENXIO:  # O_NONBLOCK write-open of a FIFO without reader, or a socket
+            raise OSError(error.errno, "a named pipe or socket, not a regular file", str(path)) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"a {file_kind(mode)}, not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def clear_path(path: Any) -> None:
+    """Remove whatever sits at a name the tuner owns (a trial may have planted anything there).
+
+    Never follows a symlink (unlink removes the link; rmtree refuses links and does not follow
+    those inside). A folder that cannot be emptied (a trial made it unreadable) is renamed aside.
+    """
+    try:
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        pass
+        return
+    if not stat.S_ISDIR(mode):
+        os.unlink(path)
+        return
+    try:
+        shutil.rmtree(path)
+    except OSError:
+        aside = Path(path)
+        os.replace(aside, aside.with_name(f".{aside.name}.removed-{secrets.token_hex(4)}"))
+
+
+def create_log(path: Any) -> int:
+    """A new, empty log at `path`, open for writing; whatever sat there before is removed first.
+
+    O_EXCL after the removal: the log is a file this call made, never a link (symbolic or hard)
+    to a file elsewhere, nor a FIFO the tuner would block on (docs/security.md).
+    """
+    clear_path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC | _SAFE_OPEN, 0o666)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def prepare_files(spec: TrialSpec) -> None:
+    """Before a trial starts: a fresh empty log, and nothing at its result path.
+
+    No earlier attempt's result can be read as this one's, and nothing an earlier attempt
+    planted at either name (a FIFO, a symlink, a folder) survives to be opened by the tuner.
+    """
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    clear_path(spec.result_path)
+    os.close(create_log(spec.log_path))
 
 
 class TrialProcess:
@@ -333,50 +419,131 @@ def read_result_text(result_path: Any) -> Tuple[Optional[str], str]:
     """The result file's text, or None with the reason (NO_REPORT when there is no file).
 
     The raw-reading half of `read_result`, split off so a Dask worker reads the file where it
-    was written and the tuner parses the text with the trial's token.
+    was written and the tuner parses the text with the trial's token. Only a regular file is
+    read, and at most RESULT_LIMIT + 1 bytes of it: the trial controls what sits at this path.
     """
     try:
-        with open(result_path, "rb") as handle:
-            data = handle.read(RESULT_LIMIT + 1)
+        fd = open_regular(result_path)
     except FileNotFoundError:
         return None, NO_REPORT
     except OSError as error:
-        return None, f"unreadable result file {result_path}: {error}"
+        return None, f"unreadable result file {result_path}: {error.strerror or error}"
+    try:
+        chunks: List[bytes] = []
+        left = RESULT_LIMIT + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as error:
+        return None, f"unreadable result file {result_path}: {error.strerror or error}"
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > RESULT_LIMIT:
         return None, f"result file {result_path} is larger than {RESULT_LIMIT} bytes"
     return data.decode("utf-8", errors="replace"), ""
 
 
-def read_result(result_path: Any, token: Optional[str]) -> Report:
-    """The reported score, or None with the reason; a foreign token counts as no report."""
+def token_digest(token: str) -> str:
+    """What the journal keeps of a trial's token: enough to recognise its result file on
+    --resume, not enough to sign one (the journal is readable by trials; docs/security.md)."""
+    return hashlib.sha256(token.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def read_result(result_path: Any, token: Optional[str], token_sha256: Optional[str] = None) -> Report:
+    """The reported score, or None with the reason; a foreign token counts as no report.
+
+    `token_sha256` stands in for the token when only its digest is known (a resume)."""
     text, why = read_result_text(result_path)
     if text is None:
         return None, why
-    return parse_result(text, result_path, token)
+    return parse_result(text, result_path, token, token_sha256)
 
 
-def parse_result(text: str, result_path: Any, token: Optional[str]) -> Report:
-    """`read_result` for a result file's text read elsewhere (a Dask worker returns it)."""
+def _nesting_depth(text: str) -> int:
+    """How deep JSON text nests, strings aside; cheap when it is shallow (the usual report)."""
+    if text.count("[") + text.count("{") <= RESULT_MAX_DEPTH:
+        return 0  # cannot be deeper than the limit
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > RESULT_MAX_DEPTH:
+                    break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _parse_int(digits: str) -> Any:
+    return int(digits) if len(digits) <= RESULT_MAX_INT_DIGITS else float(digits)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT] + "..."
+
+
+def _quote(value: Any) -> str:
+    """repr of a reported value, cut short: a trial chooses how long (or how deep) it is."""
     try:
-        record = json.loads(text)
-    except ValueError as error:
-        return None, f"unreadable result file {result_path}: {error}"
+        return _cut(repr(value))
+    except (RecursionError, ValueError, OverflowError):  # ValueError: an int past Python's digit limit
+        return f"<{type(value).__name__}>"
+
+
+def parse_result(text: str, result_path: Any, token: Optional[str], token_sha256: Optional[str] = None) -> Report:
+    """`read_result` for a result file's text read elsewhere (a Dask worker returns it).
+
+    Never raises for anything in the text: a resume re-reads this file, so an exception here
+    would stop every later `--resume` too.
+    """
+    if _nesting_depth(text) > RESULT_MAX_DEPTH:
+        return None, f"unreadable result file {result_path}: JSON nested deeper than {RESULT_MAX_DEPTH} levels"
+    try:
+        record = json.loads(text, parse_int=_parse_int)
+    except (ValueError, RecursionError, OverflowError) as error:
+        return None, f"unreadable result file {result_path}: {_cut(str(error))}"
     if not isinstance(record, dict) or "score" not in record:
         return None, f"result file {result_path} has no 'score'"
-    if token is not None and record.get("token") != token:
+    written = record.get("token")
+    if token is not None and written != token:
+        return None, f"result file {result_path} was not written by this trial"
+    if token_sha256 is not None and not (isinstance(written, str) and token_digest(written) == token_sha256):
         return None, f"result file {result_path} was not written by this trial"
     return record["score"], ""
 
 
 def judge_score(raw: Any) -> Tuple[Optional[float], str]:
-    """A valid score is a finite number at most 1 (higher is better); anything else is invalid."""
+    """A valid score is a finite number at most 1 (higher is better); anything else is invalid.
+
+    Never raises: `raw` is whatever a trial reported (an int too big for a float included).
+    """
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        return None, f"reported score {raw!r} is not a number"
-    value = float(raw)
+        return None, f"reported score {_quote(raw)} is not a number"
+    try:
+        value = float(raw)
+    except OverflowError:
+        return None, f"reported score {_quote(raw)} is not finite (too large for a float)"
     if math.isnan(value) or math.isinf(value):
         return None, f"reported score {value!r} is not finite"
     if value > 1.0:
-        return None, f"reported score {value!r} is above 1 (scores must lie in (-inf, 1])"
+        hint = f"; report a fraction, {value / 100:.3g}, not {value:g}" if value <= 100.0 else ""
+        return None, f"reported score {value!r} is above 1 (scores must lie in (-inf, 1]){hint}"
     return value, ""
 
 

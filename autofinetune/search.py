@@ -14,7 +14,6 @@ import errno
 import logging
 import os
 import secrets
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from . import __version__
 from .backends import make_backend
 from .backends.base import Backend
 from .devices import Slot
-from .errors import AutofinetuneError, ConfigError, SearchFailed
+from .errors import AutofinetuneError, ConfigError, SearchFailed, path_error, shown
 from .evaluators import Evaluator, make_evaluator
 from .journal import (JOURNAL, SCHEMA_VERSION, FinishEvent, InterruptedEvent, Journal, QueuedEvent, ResumeEvent,
                       RetryEvent, RoundEvent, SearchState, StartedEvent, StartEvent)
@@ -35,7 +34,7 @@ from .options import journaled
 from .policies import AsyncPolicy, LaunchPolicy, RoundPolicy
 from .records import BEST_MODEL, SearchRecords, TrialRecord
 from .rules import TrialCommand, lineage, model_name
-from .runner import ProcessIdentity, Status, TrialOutcome, TrialSpec
+from .runner import ProcessIdentity, Status, TrialOutcome, TrialSpec, clear_path, open_regular, token_digest
 from .space import SearchSpace
 from .strategies import Strategy, check_strategy, make_strategy
 
@@ -65,12 +64,16 @@ class SearchConfig:
     def program(self) -> List[str]:
         """How to start the script: `.py` with the tuner's own Python, anything else directly."""
         script = self.script
-        if not script.is_file():
-            raise ConfigError(f"{script}: training script not found; fix: pass the path of your train.py as the first argument")
+        try:
+            is_file = script.is_file()
+        except OSError as error:
+            raise path_error("the training script", script, error, "pass the path of your train.py as the first argument") from None
+        if not is_file:
+            raise ConfigError(f"{shown(script)}: training script not found; fix: pass the path of your train.py as the first argument")
         if script.suffix == ".py":
             return [sys.executable, str(script)]
         if not os.access(script, os.X_OK):
-            raise ConfigError(f"{script}: not executable; fix: chmod +x it (or give a .py script, which runs with {sys.executable})")
+            raise ConfigError(f"{shown(script)}: not executable; fix: chmod +x it (or give a .py script, which runs with {sys.executable})")
         return [str(script)]
 
 
@@ -163,18 +166,20 @@ def default_output_dir() -> Path:
 
 def prepare_output_dir(path: Path) -> Path:
     """Refuse to mix two searches in one folder; prove the folder is writable before any trial."""
-    path = path.resolve()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--output_dir={path}: exists and is not a directory; fix: choose another path")
-    if path.is_dir() and any(path.iterdir()):
-        raise ConfigError(f"--output_dir={path}: not empty (a search already wrote there); fix: choose a new --output_dir or use --resume to continue that search")
     try:
+        path = path.resolve()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--output_dir={shown(path)}: exists and is not a directory; fix: choose another path")
+        if path.is_dir() and any(path.iterdir()):
+            raise ConfigError(f"--output_dir={shown(path)}: not empty (a search already wrote there); fix: choose a new --output_dir "
+                              f"or use --resume to continue that search")
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write_probe"
         probe.write_bytes(b"x" * 4096)
         probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"--output_dir={path}: cannot write there ({error.strerror or error}); fix: choose a writable directory with free space") from None
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop, on older Pythons
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(f"--output_dir={shown(path)}: cannot write there ({reason}); fix: choose a writable directory with free space") from None
     return path
 
 
@@ -401,8 +406,10 @@ class Search:
         """Queue one attempt of a trial: a fresh model dir and its own log, journaled first."""
         round_dir = self.output_dir / f"round{record.round}"
         model_dir = Path(record.model_dir)
-        if model_dir.exists():  # a retry or a re-run: its earlier attempt never finished ok
-            shutil.rmtree(model_dir, ignore_errors=True)
+        # A retry or a re-run: its earlier attempt never finished ok, and may have left a FIFO or a
+        # symlink where its folder was; removed, never followed (docs/security.md). The backend
+        # makes the log (runner.prepare_files), removing what a trial planted at its name.
+        clear_path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         suffix = f".retry{record.attempt}" if record.attempt else ""
         record.log_path = str(round_dir / f"log-{record.index}{suffix}.info")
@@ -411,7 +418,7 @@ class Search:
         spec = TrialSpec(key=key, argv=argv, log_path=Path(record.log_path), result_path=round_dir / f"result-{record.index}.json",
                          cwd=self.config.cwd, timeout=self.config.timeout)
         self.journal.append(QueuedEvent(round=record.round, index=record.index, attempt=record.attempt, params=record.params,
-                                        point=record.point, argv=argv, parent=record.parent, token=spec.token,
+                                        point=record.point, argv=argv, parent=record.parent, token_sha256=token_digest(spec.token),
                                         result_path=str(spec.result_path), log_path=record.log_path, model_dir=record.model_dir))
         self._specs[key] = (record, spec)
         self.backend.submit(spec)
@@ -462,8 +469,8 @@ class Search:
         """Say once, plainly, when trials die because train.py lacks an option the tuner passes."""
         if record.status != Status.FAILED or self._hinted:
             return
-        try:
-            with open(record.log_path, "rb") as handle:
+        try:  # the trial may have left a FIFO or a symlink at its log's name (docs/security.md)
+            with open(open_regular(record.log_path), "rb") as handle:
                 handle.seek(0, os.SEEK_END)
                 handle.seek(max(0, handle.tell() - 4096))
                 tail = handle.read().decode(errors="replace")

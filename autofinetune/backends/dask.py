@@ -27,7 +27,9 @@ import concurrent.futures
 import logging
 import queue
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 import weakref
 from dataclasses import dataclass, replace
@@ -49,6 +51,8 @@ log = logging.getLogger("autofinetune")
 _CANCELLED = tuple({asyncio.CancelledError, concurrent.futures.CancelledError,
                     getattr(distributed.client, "FutureCancelledError", concurrent.futures.CancelledError)})
 
+#: Seconds to reach a --scheduler_address before giving up with one line.
+CONNECT_TIMEOUT = 8.0
 #: Seconds a stopped trial's worker has, beyond the grace, to confirm that its group is gone.
 STOP_SLACK = 15.0
 #: Seconds between reminders that no worker offers the resource the queued trials wait for.
@@ -122,12 +126,13 @@ class DaskBackend:
         self._no_worker_since: Optional[float] = None
         self._reminded_at = 0.0
         self.cluster: Any = None
+        self.scratch: Optional[str] = None  # the in-process workers' scratch space, removed on close
         self.local_slots: Dict[str, Tuple[int, Optional[str]]] = {}
         quiet = logging.getLogger("distributed")
         restore_level = quiet.level  # only the cluster started here is quietened (see _start_local_cluster)
         self.client = self._start_local_cluster() if address is None else self._connect(address)
         self._finalizer = weakref.finalize(self, _close_quietly, self.client, self.cluster,
-                                           restore_level if address is None else None)  # also runs at exit
+                                           restore_level if address is None else None, self.scratch)  # also runs at exit
         try:
             self.resource = self._choose_resource() if address is not None else GPU if any(s.gpu is not None for s in self.slots) else TRIAL
             self.address = self.client.scheduler.address
@@ -151,27 +156,36 @@ class DaskBackend:
         """
         logging.getLogger("distributed").setLevel(logging.WARNING)
         resource = GPU if any(s.gpu is not None for s in self.slots) else TRIAL
+        # Dask's default scratch space is a shared folder of the system's temp dir, left behind;
+        # ours is private to this run and removed with the cluster (docs/security.md).
+        self.scratch = tempfile.mkdtemp(prefix="autofinetune-dask-")
         workers = {}
         for slot in self.slots:
             name = f"autofinetune-slot{slot.index}"
             self.local_slots[name] = (slot.index, slot.gpu)
             workers[name] = {"cls": distributed.Worker, "options": {
-                "nthreads": 1, "resources": {resource: 1}, "host": "127.0.0.1", "memory_limit": 0, "dashboard": False}}
+                "nthreads": 1, "resources": {resource: 1}, "host": "127.0.0.1", "memory_limit": 0, "dashboard": False,
+                "local_directory": self.scratch}}
         scheduler = {"cls": distributed.Scheduler, "options": {
-            "host": "127.0.0.1", "port": 0, "dashboard": False, "dashboard_address": "127.0.0.1:0"}}
-        self.cluster = distributed.SpecCluster(workers=workers, scheduler=scheduler, name="autofinetune")
+            "host": "127.0.0.1", "port": 0, "dashboard": False, "dashboard_address": "127.0.0.1:0", "local_directory": self.scratch}}
         try:
-            return distributed.Client(self.cluster, set_as_default=False)
+            self.cluster = distributed.SpecCluster(workers=workers, scheduler=scheduler, name="autofinetune")
+            try:
+                return distributed.Client(self.cluster, set_as_default=False)
+            except BaseException:
+                self.cluster.close()
+                raise
         except BaseException:
-            self.cluster.close()
+            shutil.rmtree(self.scratch, ignore_errors=True)
             raise
 
     @staticmethod
     def _connect(address: str) -> Any:
-        """Connect within Dask's connect timeout (distributed.comm.timeouts.connect, 30 s by default)."""
+        """Connect, or say why in one line within CONNECT_TIMEOUT seconds (Dask's own default
+        retries for 30 s and more)."""
         try:
-            return distributed.Client(address, set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as error:
+            return distributed.Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError, TypeError) as error:
             raise ConfigError(f"--scheduler_address={address}: cannot reach the Dask scheduler ({error}); fix: start it "
                               f"(`dask scheduler`, or a dask-jobqueue/dask-kubernetes cluster) and pass its address, "
                               f"e.g. tcp://10.0.0.5:8786") from None
@@ -446,10 +460,11 @@ class DaskBackend:
             pass
 
 
-def _close_quietly(client: Any, cluster: Any, restore_level: Optional[int]) -> None:
+def _close_quietly(client: Any, cluster: Any, restore_level: Optional[int], scratch: Optional[str] = None) -> None:
     """Disconnect and close a cluster we started without distributed's shutdown chatter.
 
-    `restore_level`: distributed's log level before the in-process cluster quietened it.
+    `restore_level`: distributed's log level before the in-process cluster quietened it;
+    `scratch`: the in-process workers' scratch folder, removed once they are gone.
     """
     logger = logging.getLogger("distributed")
     level = logger.level if restore_level is None else restore_level
@@ -466,3 +481,5 @@ def _close_quietly(client: Any, cluster: Any, restore_level: Optional[int]) -> N
                 pass
     finally:
         logger.setLevel(level)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -21,6 +21,7 @@ is imported inside functions, only on a worker (it is not needed to import the m
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import socket
 import subprocess
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import __version__
-from ..runner import (INTERRUPTED, ProcessIdentity, TrialProcess, TrialSpec, build_env, read_result_text,
+from ..runner import (INTERRUPTED, ProcessIdentity, TrialProcess, TrialSpec, build_env, open_regular, read_result_text,
                       stop_stale_group)
 from .messages import GPU, TRIAL, ReportState, TrialPayload, TrialReport, TrialStarted
 
@@ -59,9 +60,9 @@ def run_trial(wire: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _attempt(payload: TrialPayload, here: "_Here") -> TrialReport:
-    log_fd, why = _open_shared(payload.log_path)
+    log_fd, why, state = _open_shared(payload.log_path)
     if log_fd is None:
-        return _report(ReportState.NO_SHARED_FS, message=why)
+        return _report(state, message=why)
     try:
         missing = _missing_paths(payload)
         if missing:
@@ -145,19 +146,27 @@ def _missing_paths(payload: TrialPayload) -> str:
     return ""
 
 
-def _open_shared(path: str) -> "tuple[Optional[int], str]":
-    """Open the log the tuner created; not finding it means no shared filesystem here."""
+def _open_shared(path: str) -> "tuple[Optional[int], str, ReportState]":
+    """Open the log the tuner created; not finding it means no shared filesystem here.
+
+    Only a regular file is opened, never through a symlink and never waiting on a FIFO: another
+    trial may have put one at this path since the tuner created it (docs/security.md). That
+    fails this trial (START_FAILED), not the search.
+    """
     give_up = time.monotonic() + SHARED_FS_WAIT
     delay = 0.05
     while True:
         try:
-            return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC), ""
+            return open_regular(path, os.O_WRONLY | os.O_APPEND), "", ReportState.EXITED
         except FileNotFoundError:
             if time.monotonic() >= give_up:
                 return None, (f"{path} (created by the tuner) is not visible on this worker after {SHARED_FS_WAIT:g} s: the Dask backend "
-                              f"needs --output_dir on a filesystem shared by the tuner and every worker, at the same path")
+                              f"needs --output_dir on a filesystem shared by the tuner and every worker, at the same path"), ReportState.NO_SHARED_FS
         except OSError as error:
-            return None, f"cannot write {path} on this worker ({error.strerror or error}): the Dask backend needs --output_dir writable by every worker"
+            if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return None, (f"cannot write {path} on this worker ({error.strerror or error}): the Dask backend needs "
+                              f"--output_dir writable by every worker"), ReportState.NO_SHARED_FS
+            return None, f"refused the trial's log {path} on this worker: {error.strerror or error}", ReportState.START_FAILED
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
 

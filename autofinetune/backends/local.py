@@ -8,6 +8,7 @@ ends or the next deadline (a timeout, the end of a kill grace) is due.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 from ..devices import Slot
 from ..runner import (FAILED, INTERRUPTED, ProcessIdentity, TrialOutcome, TrialProcess, TrialSpec, build_env, judge_trial,
-                      prepare_files, read_result, stop_stale_group)
+                      open_regular, prepare_files, read_result, stop_stale_group)
 from .base import OnStart, take_all, wait_for_outcomes
 
 
@@ -94,11 +95,16 @@ class LocalBackend:
         return outcomes
 
     def _launch(self, spec: TrialSpec, slot: Slot) -> None:
-        prepare_files(spec)
+        prepare_files(spec)  # an OSError here is the output dir's (search.py says so), not the trial's
         env = build_env(spec, slot.cuda_visible_devices)
         try:
-            with open(spec.log_path, "wb") as log_file:
-                trial = TrialProcess.start(spec.argv, env, spec.cwd, log_file.fileno(), spec.timeout, self.kill_grace)
+            # O_NOFOLLOW, O_NONBLOCK, regular files only: a trial may have swapped the fresh log
+            # for a FIFO or a symlink in between (docs/security.md)
+            log_fd = open_regular(spec.log_path, os.O_WRONLY)
+            try:
+                trial = TrialProcess.start(spec.argv, env, spec.cwd, log_fd, spec.timeout, self.kill_grace)
+            finally:
+                os.close(log_fd)
         except OSError as error:
             now = time.monotonic()
             self._free.append(slot)

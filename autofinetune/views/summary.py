@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..errors import AutofinetuneError, ConfigError
+from ..errors import AutofinetuneError, ConfigError, path_error, shown
 from ..journal import JOURNAL, SearchState, StartedEvent, replay
 from ..options import OneLineArgumentParser
 from ..records import TrialRecord
@@ -31,14 +31,17 @@ from ..runner import ProcessIdentity, process_start_ticks
 # -- paths --------------------------------------------------------------------------------------
 def _check_dir(output_dir: "os.PathLike[str] | str") -> Path:
     path = Path(output_dir)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such directory; fix: give the --output_dir of a search")
-    if not path.is_dir():
-        raise ConfigError(f"{path}: not a directory; fix: give the --output_dir of a search")
-    if not (path / JOURNAL).is_file():
-        raise ConfigError(f"{path}: not an autofinetune output directory (no {JOURNAL}); "
-                          f"fix: give the --output_dir of a search")
-    return path.resolve()
+    try:
+        if not path.exists():
+            raise ConfigError(f"{shown(path)}: no such directory; fix: give the --output_dir of a search")
+        if not path.is_dir():
+            raise ConfigError(f"{shown(path)}: not a directory; fix: give the --output_dir of a search")
+        if not (path / JOURNAL).is_file():
+            raise ConfigError(f"{shown(path)}: not an autofinetune output directory (no {JOURNAL}); "
+                              f"fix: give the --output_dir of a search")
+        return path.resolve()
+    except (OSError, RuntimeError) as error:
+        raise path_error("OUTPUT_DIR", path, error, "give the --output_dir of a search") from None
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -33,9 +33,11 @@ itself creates `~/.visualdl/` (its config folder) in the user's home.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
@@ -57,6 +59,32 @@ BEST_EVAL_TAG = TUNING_PREFIX + "best_eval_value"
 EVAL_TAG = POPULATION_PREFIX + "eval_value"
 HPARAM_METRIC = "hparams/eval_value"
 TRIALS_DIR = "trials"
+
+
+#: Where `import visualdl` puts the config folder it creates in the home folder: inside the
+#: output dir, so a search writes nothing outside it (docs/security.md).
+VISUALDL_HOME = ".visualdl-home"
+
+
+def _import_log_writer(home: Path) -> Any:
+    """VisualDL's LogWriter, imported (lazily: VisualDL is heavy) with HOME pointing at `home`
+    for that one import, because `import visualdl` creates `~/.visualdl/` as it loads. The
+    import runs in the search's thread before any trial starts, so no trial inherits the
+    borrowed HOME; in a process that imported visualdl already, nothing is created anyway."""
+    if "visualdl" not in sys.modules:
+        previous = os.environ.get("HOME")
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["HOME"] = str(home)
+        try:
+            importlib.import_module("visualdl")
+        finally:
+            if previous is None:
+                os.environ.pop("HOME", None)
+            else:
+                os.environ["HOME"] = previous
+    from visualdl import LogWriter
+
+    return LogWriter
 
 
 def _record_file_name() -> str:
@@ -114,12 +142,10 @@ class VisualDLView(SearchObserver):
 
     # -- hooks --------------------------------------------------------------------------------
     def on_start(self, view: "SearchSnapshot") -> None:
-        from visualdl import LogWriter  # lazily: VisualDL is heavy and writes ~/.visualdl
-
-        self._writer_class = LogWriter
         self.output_dir = Path(view.output_dir)
         self.logdir = self.output_dir / VISUALIZATION
         self.logdir.mkdir(parents=True, exist_ok=True)
+        self._writer_class = _import_log_writer(self.logdir / VISUALDL_HOME)
         # A resumed search starts with trials and complete rounds: their round logs are written
         # again, because VisualDL shows only the newest file of each folder (the one opened now).
         self._main = self._open(self.logdir)
