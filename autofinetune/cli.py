@@ -18,13 +18,27 @@ from . import options as option_table
 from .errors import AutofinetuneError
 
 
+class _SearchParser(option_table.OneLineArgumentParser):
+    """The search's parser: a dashed option meant for train.py gets the near-miss hint."""
+
+    def error(self, message: str) -> "None":  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            words = message.split(":", 1)[1].split()
+            dashed = next((w for w in words if w.startswith("--")), None)
+            if dashed is not None:
+                name = dashed[2:].split("=", 1)[0]
+                message += (f"; options for train.py go after the flags as undashed 'name value' pairs, "
+                            f"e.g. {name} {dashed.split('=', 1)[1] if '=' in dashed else 'VALUE'}")
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = option_table.OneLineArgumentParser(
+    parser = _SearchParser(
         prog="autofinetune",
         description="Tune the hyperparameters of a training script (PaddleHub AutoDL Finetuner compatible).",
         epilog="Trailing 'name value' pairs (e.g. max_seq_len 128) reach every trial as --name=value; they may not name a tuned "
-               "hyperparameter or an option the tuner sets. Also: 'autofinetune summary OUTPUT_DIR [--format json]' and "
-               "'autofinetune plot OUTPUT_DIR'.",
+               "hyperparameter or an option the tuner sets. Also: 'autofinetune summary OUTPUT_DIR [--format json]', "
+               "'autofinetune plot OUTPUT_DIR' and 'autofinetune retrain OUTPUT_DIR --output_dir NEW'.",
     )
     parser.add_argument("script", help="the training script (a .py runs with this Python; anything else must be executable)")
     parser.add_argument("passthrough", nargs="*", metavar="name value", help="options passed unchanged to every trial")
@@ -49,7 +63,7 @@ def _terminate_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-SUBCOMMANDS = ("summary", "plot")
+SUBCOMMANDS = ("summary", "plot", "retrain")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -59,7 +73,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from . import views
 
         _configure_logging()
-        command = views.main_summary if argv[0] == "summary" else views.main_plot
+        if argv[0] == "retrain":
+            from .retrain import main_retrain as command
+        else:
+            command = views.main_summary if argv[0] == "summary" else views.main_plot
         try:
             return command(argv[1:])
         except AutofinetuneError as error:
@@ -72,8 +89,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .api import tune
         from .rules import parse_passthrough
 
-        tune(args.script, args.param_file, passthrough=parse_passthrough(args.passthrough),
-             echo=lambda line: print(line, flush=True), progress=not args.no_progress, **option_table.from_namespace(args))
+        result = tune(args.script, args.param_file, passthrough=parse_passthrough(args.passthrough),
+                      echo=lambda line: print(line, flush=True), progress=not args.no_progress, **option_table.from_namespace(args))
+        logdir = result.output_dir / "visualization"
+        if logdir.is_dir():  # VisualDL 2.5's page answers HTTP 500 without -L en
+            print(f"See it in VisualDL: visualdl --logdir {shlex.quote(str(logdir))} --host 127.0.0.1 --port 8040 -L en "
+                  f"--disable-telemetry", flush=True)
     except AutofinetuneError as error:
         from .search import SearchInterrupted
 

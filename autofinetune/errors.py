@@ -21,9 +21,16 @@ class ConfigError(AutofinetuneError):
 
 
 class SearchFailed(AutofinetuneError):
-    """The search ran but produced no successful trial."""
+    """The search ran but is no success: no trial succeeded, or every trial of a round failed.
+
+    `result` holds what it found all the same (None when nothing succeeded), for the API.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def shown(value: object, limit: int = 120) -> str:

@@ -149,6 +149,11 @@ OPTIONS: Tuple[Option, ...] = (
            non_negative_seconds, FREE, "kill_grace"),
     Option("resume_epochs", "--resume_epochs", int, 1, "population-based: the --epochs given to a trial resumed from a parent (default 1)",
            between(1, 1_000_000), MATCH, "resume_epochs", legacy=1),
+    Option("threads_per_trial", "--threads_per_trial", int, None,
+           "OMP/MKL/OpenBLAS threads each trial may use (default: the cores divided among the slots; a value set in the "
+           "environment is kept)", between(1, 4096), FREE, "threads_per_trial"),
+    Option("skip_preflight", "--skip_preflight", bool, False,
+           "do not run `train.py --help` before the search to check that it takes every option the search passes"),
     Option("resume", "--resume", bool, False, "continue the interrupted search in --output_dir (same command otherwise)"),
     Option("backend", "--backend", str, "local", "local (default: child processes here) | dask (tasks on a Dask cluster)",
            known_backend, FREE, "backend"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import ConfigError
 
@@ -101,6 +101,14 @@ class TrialCommand:
     passthrough: Tuple[Tuple[str, str], ...] = ()
     evaluator_options: Tuple[str, ...] = ()
     evaluator_name: str = ""
+    #: The options the script takes, as its preflight found them (None: not known). A script
+    #: without `--saved_params_dir` is not given it (full-trail needs no model back); the folder
+    #: is in its environment either way.
+    accepted: Optional[Collection[str]] = None
+
+    @property
+    def gives_saved_params_dir(self) -> bool:
+        return self.accepted is None or SAVED_PARAMS_DIR in self.accepted
 
     @property
     def tuner_options(self) -> Tuple[str, ...]:
@@ -129,7 +137,8 @@ class TrialCommand:
         return f": set by the {self.evaluator_name} evaluator" if self.evaluator_name else ""
 
     def argv(self, params: Mapping[str, object], model_dir: str, evaluator_args: Sequence[Tuple[str, str]] = ()) -> List[str]:
-        return [*self.program, *self.space.argv(params), f"--{SAVED_PARAMS_DIR}={model_dir}",
+        saved = [f"--{SAVED_PARAMS_DIR}={model_dir}"] if self.gives_saved_params_dir else []
+        return [*self.program, *self.space.argv(params), *saved,
                 *(f"--{name}={value}" for name, value in evaluator_args),
                 *(f"--{name}={value}" for name, value in self.passthrough)]
 

@@ -257,6 +257,24 @@ def open_regular(path: Any, flags: int = os.O_RDONLY) -> int:
     return fd
 
 
+def log_tail(path: Any, limit: int = 4096) -> str:
+    """The last non-empty line of a trial's log (at most 300 characters), read from its end
+    (logs can be huge) and only from a regular file; "" when there is none."""
+    try:
+        fd = open_regular(path)
+    except (OSError, ValueError):
+        return ""
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        data = os.pread(fd, limit, max(0, size - limit)).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    lines = [line.strip() for line in data.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
 def clear_path(path: Any) -> None:
     """Remove whatever sits at a name the tuner owns (a trial may have planted anything there).
 

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import errno
+import json
 import logging
 import os
 import secrets
@@ -32,15 +33,23 @@ from .journal import (JOURNAL, SCHEMA_VERSION, FinishEvent, InterruptedEvent, Jo
                       RetryEvent, RoundEvent, SearchState, StartedEvent, StartEvent)
 from .options import journaled
 from .policies import AsyncPolicy, LaunchPolicy, RoundPolicy
-from .records import BEST_MODEL, SearchRecords, TrialRecord
-from .rules import TrialCommand, lineage, model_name
-from .runner import ProcessIdentity, Status, TrialOutcome, TrialSpec, clear_path, open_regular, token_digest
+from .records import BEST_MODEL, SearchRecords, TrialRecord, write_atomic
+from .preflight import Accepted, preflight, refuse_missing
+from .rules import SAVED_PARAMS_DIR, SCHEDULE_NOTE, TrialCommand, schedule
+from .runner import ProcessIdentity, Status, TrialOutcome, TrialSpec, clear_path, log_tail, token_digest
 from .space import SearchSpace
 from .strategies import Strategy, check_strategy, make_strategy
 
 log = logging.getLogger("autofinetune")
 
 Key = Tuple[int, int]
+
+#: The schedule of the best model, as `autofinetune retrain` reads it.
+SCHEDULE_FILE = "best_schedule.json"
+#: Where a trial finds its model folder, whether or not it takes --saved_params_dir.
+SAVED_PARAMS_ENV = "AUTOFINETUNE_SAVED_PARAMS_DIR"
+#: The thread pools of the numeric libraries a trial may load (OpenMP: PyTorch, scikit-learn...).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
 @dataclass
@@ -202,9 +211,12 @@ class Search:
         self.strategy_options = check_strategy(config.tuning_strategy, self.space.dim, config.popsize,
                                                config.strategy_options, config.asynchronous)
         self.evaluator: Evaluator = make_evaluator(config.evaluator, config.resume_epochs)
-        self.command = TrialCommand(tuple(config.program()), self.space, tuple(config.passthrough),
-                                    self.evaluator.options, self.evaluator.name)
-        self.command.check()
+        program = tuple(config.program())
+        TrialCommand(program, self.space, tuple(config.passthrough), self.evaluator.options, self.evaluator.name).check()
+        self.accepted = self._preflight(program)
+        self.command = TrialCommand(program, self.space, tuple(config.passthrough), self.evaluator.options, self.evaluator.name,
+                                    accepted=self.accepted.options)
+        self.threads = self._thread_budget()
         self.replayed: Optional[SearchState] = None
         self.seed: int = config.seed if config.seed is not None else secrets.randbelow(2**31 - 1) + 1
         if resume:
@@ -232,6 +244,7 @@ class Search:
         self._specs: Dict[str, Tuple[TrialRecord, TrialSpec]] = {}
         self._evaluator_args: Dict[str, List[Tuple[str, str]]] = {}
         self._hinted = False  # the missing-option hint is said once per search
+        self._failure_tails: Dict[Tuple[int, int], str] = {}  # the last log line of each failed trial
 
     # -- output --------------------------------------------------------------------------------
     def echo(self, line: str) -> None:
@@ -272,6 +285,35 @@ class Search:
                 log.warning("view %s failed in %s (%s: %s); it is switched off", type(observer).__name__, hook, type(error).__name__, error)
                 self.observers.remove(observer)
 
+    def _preflight(self, program: Tuple[str, ...]) -> Accepted:
+        """Refuse, before anything runs, a search whose script lacks an option it would be given."""
+        c = self.config
+        self._preflight_notes: List[str] = []
+        if c.skip_preflight:
+            return Accepted(None)
+        accepted = preflight(c.script, program, c.cwd)
+        # Only rounds after the first resume from a parent: a one-round search needs no model back.
+        needed = (SAVED_PARAMS_DIR, *self.evaluator.options) if self.evaluator.options and c.rounds > 1 else ()
+        warning = refuse_missing(str(c.script), accepted, self.space.names, [name for name, _ in c.passthrough], needed,
+                                 self.evaluator.name)
+        self._preflight_notes = [line for line in (accepted.note, warning) if line]  # said once the search starts
+        return accepted
+
+    def _thread_budget(self) -> Optional[int]:
+        """Each trial's share of the cores, so parallel trials do not each start a thread per core
+        (two PyTorch trials on two cores ran 2.3x slower with their default threads)."""
+        if self.config.threads_per_trial is not None:
+            return int(self.config.threads_per_trial)
+        if self.config.backend != "local":
+            return None  # a worker's cores are the worker's to divide
+        return max(1, (os.cpu_count() or 1) // max(1, len(self.config.slots)))
+
+    def _trial_env(self, model_dir: Path) -> Dict[str, str]:
+        env = {SAVED_PARAMS_ENV: str(model_dir)}
+        if self.threads is not None:
+            env.update({name: str(self.threads) for name in THREAD_VARIABLES if name not in os.environ})
+        return env
+
     def _header(self) -> str:
         c = self.config
         return (f"# autofinetune search of {c.script} | strategy {c.tuning_strategy} | evaluator {c.evaluator} | "
@@ -284,6 +326,7 @@ class Search:
         data.update({"script": str(c.script), "space": self.space.to_json(), "space_fingerprint": self.space.fingerprint(),
                      "space_source": self.space.source, "seed": self.seed, "passthrough": [list(p) for p in c.passthrough],
                      "strategy_options": self.strategy_options, "slots": [s.label for s in c.slots], "cwd": c.cwd,
+                     "accepted_options": sorted(self.accepted.options) if self.accepted.options is not None else None,
                      "version": __version__})
         return data
 
@@ -300,8 +343,11 @@ class Search:
                 self.journal.append(ResumeEvent(config=self.config_json(), time=time.time()))
             else:
                 self.journal.append(StartEvent(config=self.config_json(), time=time.time(), schema=SCHEMA_VERSION))
+            threads = f"{self.threads} thread(s) per trial" if self.threads is not None else "the workers' own threads"
             self.echo(f"{'Resuming' if self.resuming else 'Tuning'} {c.script} over {', '.join(self.space.names)}: {c.popsize} candidates x "
-                      f"{c.rounds} rounds on {self.backend.description}, seed {self.seed}, output {self.output_dir}")
+                      f"{c.rounds} rounds on {self.backend.description}, {threads}, seed {self.seed}, output {self.output_dir}")
+            for note in self._preflight_notes:
+                self.echo(note)
             self._notify("on_start")
             self.policy.begin()
             for record in self._finished_trials():
@@ -416,7 +462,7 @@ class Search:
         key = record_key(record.round, record.index)
         argv = self.command.argv(record.params, str(model_dir), self._evaluator_args.get(key, []))
         spec = TrialSpec(key=key, argv=argv, log_path=Path(record.log_path), result_path=round_dir / f"result-{record.index}.json",
-                         cwd=self.config.cwd, timeout=self.config.timeout)
+                         cwd=self.config.cwd, timeout=self.config.timeout, env=self._trial_env(model_dir))
         self.journal.append(QueuedEvent(round=record.round, index=record.index, attempt=record.attempt, params=record.params,
                                         point=record.point, argv=argv, parent=record.parent, token_sha256=token_digest(spec.token),
                                         result_path=str(spec.result_path), log_path=record.log_path, model_dir=record.model_dir))
@@ -460,32 +506,27 @@ class Search:
             self.echo(f"[round {record.round}] trial {record.index} ok: score {record.score:.6g} in {record.duration or 0:.1f}s on {record.slot}"
                       f"{' (new best)' if is_best else ''}: {params}")
         else:
-            self.warn(f"WARNING:Program which was ran with hyperparameters as {params} was crashed!")
+            tail = log_tail(record.log_path) if record.status == Status.FAILED else ""
+            self._failure_tails[(record.round, record.index)] = tail
+            self.warn(f"WARNING:Program which was ran with hyperparameters as {params} was crashed!"
+                      + (f" Its last line: {tail}" if tail else ""))
             self.echo(f"[round {record.round}] trial {record.index} {record.status}: {record.message}; see {record.log_path}")
-            self._hint_missing_options(record)
+            self._hint_missing_options(record, tail)
         self._notify("on_trial_finished", record, is_best)
 
-    def _hint_missing_options(self, record: TrialRecord) -> None:
-        """Say once, plainly, when trials die because train.py lacks an option the tuner passes."""
-        if record.status != Status.FAILED or self._hinted:
+    def _hint_missing_options(self, record: TrialRecord, tail: str) -> None:
+        """Say once, plainly, when trials die because train.py lacks an option the tuner passes
+        (the preflight could not tell: a script that is not argparse, or builds it late)."""
+        if record.status != Status.FAILED or self._hinted or "unrecognized arguments:" not in tail:
             return
-        try:  # the trial may have left a FIFO or a symlink at its log's name (docs/security.md)
-            with open(open_regular(record.log_path), "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - 4096))
-                tail = handle.read().decode(errors="replace")
-        except OSError:
-            return
-        if "unrecognized arguments:" not in tail:
-            return
-        unknown = tail.split("unrecognized arguments:")[-1].strip().splitlines()[0]
+        unknown = tail.split("unrecognized arguments:")[-1].split()
         flags = {f"--{name}" for name in self.command.tuner_options}
-        ours = sorted({a.split("=")[0] for a in unknown.split() if a.split("=")[0] in flags})
+        ours = sorted({a.split("=")[0] for a in unknown if a.split("=")[0] in flags})
         if not ours:
             return
         self._hinted = True
         evaluator_flags = {f"--{name}" for name in self.evaluator.options}
-        fix = ("add them to its argparse options (see the README's training-script contract)"
+        fix = ("add them to its argparse options (README, 'The training script')"
                + (", or run with --evaluator=fulltrail" if evaluator_flags & set(ours) else ""))
         log.warning("%s does not accept %s, which the tuner passes; %s", self.config.script, ", ".join(ours), fix)
 
@@ -502,19 +543,66 @@ class Search:
             self.echo(f"The local best eval value in the {round_index}-th round is unknown: every trial of the round failed.")
 
     def _result(self) -> SearchResult:
+        """The original's closing lines, the schedule of the best model, the failures grouped by
+        cause; SearchFailed (exit 1) when no trial succeeded or a whole round failed."""
+        trials = self.records.trials
+        failures = self._failures_line()
         best = self.records.best
         if best is None:
+            if failures:
+                self.echo(failures)
             first = self.records.ordered()[0]
-            raise SearchFailed(f"all {len(self.records.trials)} trials failed (first: {first.message}); see the logs, e.g. {first.log_path}")
-        result = SearchResult(self.output_dir, best, list(self.records.trials), self.seed)
+            raise SearchFailed(f"no trial succeeded ({len(trials)} of {len(trials)} failed; first: {first.message}); "
+                               f"see the logs, e.g. {first.log_path}")
+        result = SearchResult(self.output_dir, best, list(trials), self.seed)
         self.echo("The final best hyperparameters:")
         for param in self.space.params:
             self.echo(f"{param.name}={param.format(best.params[param.name])}")
         self.echo(f"The final best eval score is {best.score}.")
         self.echo(f"The final best model parameters are saved as {result.best_model_dir} .")
-        if best.parent:
-            self.echo(f"The best model's lineage: {' -> '.join(model_name(t) for t in lineage(best, self.records.trials))}")
+        self._write_schedule(best)
+        if failures:
+            self.echo(failures)
+        dead = [r for r in sorted(self.rounds_complete) if not any(t.ok for t in trials if t.round == r)]
+        if dead:
+            raise SearchFailed(f"every trial of round {dead[0]} failed" + (f" (and of {len(dead) - 1} more round(s))" if len(dead) > 1 else "")
+                               + f"; the best of the others is above, but the search is not a success; see the logs in "
+                                 f"{self.output_dir / f'round{dead[0]}'}", result=result)
         return result
+
+    def _failures_line(self) -> str:
+        """`3 of 20 trials failed: 2 x exit code 2 (error: unrecognized ...), 1 x timeout: ...`."""
+        failed = [t for t in self.records.trials if not t.ok]
+        if not failed:
+            return ""
+        causes: Dict[str, int] = {}
+        for trial in failed:
+            if trial.status == Status.FAILED:
+                key = (trial.round, trial.index)
+                tail = self._failure_tails[key] if key in self._failure_tails else log_tail(trial.log_path)
+                cause = f"{trial.message} ({tail})" if tail else trial.message
+            else:
+                cause = f"{trial.status}: {trial.message}"
+            causes[cause] = causes.get(cause, 0) + 1
+        grouped = ", ".join(f"{count} x {cause}" for cause, count in sorted(causes.items(), key=lambda item: (-item[1], item[0])))
+        return f"{len(failed)} of {len(self.records.trials)} trials failed: {grouped}"
+
+    def _write_schedule(self, best: TrialRecord) -> None:
+        """The best model's lineage as a schedule: printed, and in best_schedule.json, which
+        `autofinetune retrain` replays."""
+        resume_epochs = self.config.resume_epochs if self.evaluator.options else None
+        steps = schedule(best, self.records.trials, resume_epochs)
+        write_atomic(self.output_dir / SCHEDULE_FILE, json.dumps({"note": SCHEDULE_NOTE, "evaluator": self.evaluator.name,
+                                                                  "steps": steps}, indent=1, allow_nan=False, default=str) + "\n")
+        if len(steps) < 2:
+            return
+        self.echo(f"The best model's lineage: {' -> '.join(str(step['model']) for step in steps)}")
+        self.echo(f"It was trained by this schedule, which `autofinetune retrain {self.output_dir} --output_dir NEW` replays "
+                  f"(the last round's values alone are not the recipe):")
+        for step in steps:
+            values = " ".join(f"{p.name}={p.format(step['params'][p.name])}" for p in self.space.params)  # type: ignore[index]
+            epochs = "the script's own epochs" if step["epochs"] is None else f"--epochs={step['epochs']} more"
+            self.echo(f"  {step['model']}: {values}, {epochs}, score {float(step['score']):.6g}")  # type: ignore[arg-type]
 
 
 def record_key(round_index: int, index: int) -> str:

@@ -134,10 +134,10 @@ class Search:
         return found[0].split(" -> ") if found else None
 
 
-def search(tmp_path: Path, script: Path, param_file: Path, *args: str, name: str = "out") -> Search:
+def search(tmp_path: Path, script: Path, param_file: Path, *args: str, name: str = "out", exit_code: int = 0) -> Search:
     out = tmp_path / name
     result = run_cli([str(script), f"--param_file={param_file}", f"--output_dir={out}", "--workers=2", *args], cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == exit_code, result.stdout + result.stderr
     return Search(out, result)
 
 
@@ -258,7 +258,8 @@ def test_a_crashed_trial_is_never_a_parent(tmp_path: Path, probe: Path):
 
 def test_a_round_where_every_trial_crashes_falls_back_and_says_so(tmp_path: Path, probe: Path):
     # Round 0 all crash -> round 1 from scratch; round 2 all crash -> round 3 resumes from round 1.
-    s = search(tmp_path, probe, TOY / "hparam.yaml", "--popsize=3", "--round=4", "--seed=2", "crash_rounds", "0,2")
+    s = search(tmp_path, probe, TOY / "hparam.yaml", "--popsize=3", "--round=4", "--seed=2", "crash_rounds", "0,2", exit_code=1)
+    assert "every trial of round 0 failed (and of 1 more round(s))" in s.result.stderr  # not a success, said plainly
     assert not any(s.ok(k) for k in s.round_keys(0) + s.round_keys(2))
     assert all(s.ok(k) for k in s.round_keys(1) + s.round_keys(3))
     assert all(s.model_path_args(k) == [] for k in s.round_keys(0) + s.round_keys(1))
@@ -301,7 +302,7 @@ def test_fulltrail_never_resumes(tmp_path: Path):
 
 
 def test_no_fallback_announced_after_the_last_round(tmp_path: Path, probe: Path):
-    s = search(tmp_path, probe, TOY / "hparam.yaml", "--popsize=2", "--round=2", "--seed=2", "crash_rounds", "1")
+    s = search(tmp_path, probe, TOY / "hparam.yaml", "--popsize=2", "--round=2", "--seed=2", "crash_rounds", "1", exit_code=1)
     announced = [line for line in s.result.stdout.splitlines() if "round 2" in line and ("resume" in line or "scratch" in line)]
     assert announced == []
 

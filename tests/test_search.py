@@ -166,7 +166,8 @@ def test_every_trial_failing_ends_with_clear_message_and_nonzero_exit(tmp_path: 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("autofinetune: error: all 4 trials failed") and "log-0.info" in last
+    assert last.startswith("autofinetune: error: no trial succeeded (4 of 4 failed") and "log-0.info" in last
+    assert "4 of 4 trials failed: 4 x exit code 3" in result.stdout  # grouped by cause
     assert (out / "log_file.txt").read_text().count("failed") == 4
 
 
@@ -209,8 +210,15 @@ def test_a_script_without_model_path_gets_one_clear_hint(tmp_path: Path):
         open(a.saved_params_dir + "/m", "w").write("m")
         autofinetune.report_final_result(a.x)
     """))
-    result = run_cli(["train.py", "--param_file=hparam.yaml", "--popsize=3", "--round=3", f"--output_dir={tmp_path / 'o'}", "--workers=2", "--seed=1"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr  # round 0 succeeded; later rounds failed
+    command = ["train.py", "--param_file=hparam.yaml", "--popsize=3", "--round=3", "--workers=2", "--seed=1"]
+    result = run_cli(command + [f"--output_dir={tmp_path / 'o'}"], cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "o").exists()  # the preflight says it before round 0
+    line = result.stderr.strip()
+    assert "--model_path and --epochs" in line and "--evaluator=fulltrail" in line and len(line.splitlines()) == 1
+    # Without the preflight, the trials find out (round 0 succeeds, later rounds fail) and one hint says why.
+    result = run_cli(command + [f"--output_dir={tmp_path / 'p'}", "--skip_preflight"], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # whole rounds failed: not a success
     hints = [line for line in result.stderr.splitlines() if "does not accept" in line]
     assert len(hints) == 1
     assert "--epochs, --model_path" in hints[0] and "--evaluator=fulltrail" in hints[0]
+    assert "error: unrecognized arguments: --model_path=" in result.stderr  # the WARNING line carries the trial's own error

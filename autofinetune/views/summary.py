@@ -24,7 +24,7 @@ from ..errors import AutofinetuneError, ConfigError, path_error, shown
 from ..journal import JOURNAL, SearchState, StartedEvent, replay
 from ..options import OneLineArgumentParser
 from ..records import TrialRecord
-from ..rules import is_success, lineage, model_name, rank_key, ranked
+from ..rules import is_success, lineage, model_name, rank_key, ranked, schedule
 from ..runner import ProcessIdentity, process_start_ticks
 
 
@@ -243,9 +243,8 @@ def summarize(output_dir: "os.PathLike[str] | str", top: int = 5) -> Dict[str, A
                      "message": r.message or "", "log_path": _local(out, r.log_path)} for r in state.retries],
         "interrupted": [interrupted[key] for key in sorted(interrupted)],
         "lineage": [model_name(t) for t in chain] if chain is not None else None,
-        "lineage_schedule": ([{"model": model_name(t), "round": t.round, "index": t.index, "score": _finite(t.score),
-                               "params": {n: t.params.get(n) for n in names}} for t in chain]
-                             if chain is not None else None),
+        "lineage_schedule": (schedule(best, trials, state.config.get("resume_epochs", 1) if chain and len(chain) > 1 else None)
+                             if chain is not None and best is not None else None),
     }
 
 
