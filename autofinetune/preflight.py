@@ -41,7 +41,10 @@ class Accepted:
     lenient: bool = False
 
     def takes(self, name: str) -> bool:
-        return self.options is None or name in self.options
+        """argparse also takes a unique prefix of an option (its allow_abbrev, on by default)."""
+        if self.options is None or name in self.options:
+            return True
+        return len([option for option in self.options if option.startswith(name)]) == 1
 
 
 def preflight(script: Path, program: Sequence[str], cwd: Optional[str]) -> Accepted:
@@ -117,7 +120,7 @@ def refuse_missing(script: str, accepted: Accepted, tuned: Sequence[str], passth
     if lacking:
         fixes.append("or run with --evaluator=fulltrail")
     raise ConfigError(f"preflight: {shown(script, 80)} does not accept {', '.join(problems)}; fix: {', '.join(fixes)} "
-                      f"(README, 'The training script')")
+                      f"(README, 'The training script'; --skip_preflight if it takes them without listing them in --help)")
 
 
 def _near(name: str, accepted: Accepted) -> str:

@@ -192,3 +192,17 @@ def test_the_best_lineage_is_a_schedule_that_retrains(tmp_path: Path):
     again = json.loads((tmp_path / "again" / "retrain.json").read_text())
     assert len(again["steps"]) == len(steps)
     assert abs(again["score"] - steps[-1]["score"]) < 0.02, (again["score"], steps[-1]["score"])
+
+
+def test_a_unique_prefix_passes_the_preflight_as_argparse_takes_it(tmp_path: Path):
+    (tmp_path / "train.py").write_text(textwrap.dedent("""
+        import argparse, autofinetune
+        p = argparse.ArgumentParser(); p.add_argument("--learning_rate", type=float); p.add_argument("--saved_params_dir")
+        autofinetune.report_final_result(p.parse_args().learning_rate)
+    """))
+    (tmp_path / "hparam.yaml").write_text("param_list:\n- {name: learning, type: float, init_value: 0.5, greater_than: 0, lower_than: 1}\n")
+    result = run_cli(["train.py", "--param_file=hparam.yaml", "--popsize=2", "--round=1", "--workers=2", f"--output_dir={tmp_path / 'out'}"],
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # argparse reads --learning=... as --learning_rate
+    rows = json.loads((tmp_path / "out" / "trials.json").read_text())
+    assert [r["status"] for r in rows] == ["ok", "ok"] and sorted(r["score"] for r in rows) == sorted(r["learning"] for r in rows)
