@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from ..options import OneLineArgumentParser
 from ..records import TrialRecord
 from ..rules import is_success, lineage, model_name, rank_key, ranked, schedule
 from ..runner import ProcessIdentity, process_start_ticks
+from ..runner import log_tail as read_log_tail
 
 
 # -- paths --------------------------------------------------------------------------------------
@@ -66,31 +66,18 @@ def _local(output_dir: Path, path: Optional[str]) -> Optional[str]:
 
 
 def log_tail(path: Optional[str], root: Path, limit: int = 4096) -> str:
-    """The last non-empty line of a trial's log, read from its end (logs can be huge).
-
-    Only a regular file inside `root` (the output dir, symlinks resolved) is read: the path comes
-    from the journal, and a crafted journal must not make `summary` print an arbitrary file.
-    """
+    """The last non-empty line of a trial's log (runner.log_tail: regular files only, read from
+    the end), and only of a log inside `root` (the output dir, symlinks resolved): the path comes
+    from the journal, and a crafted journal must not make `summary` print an arbitrary file."""
     if not path:
         return ""
     try:
         resolved = Path(path).resolve()
         if not resolved.is_relative_to(Path(root).resolve()):
             return ""
-        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except (OSError, RuntimeError, ValueError):
         return ""
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device would block or never end
-            return ""
-        size = os.lseek(fd, 0, os.SEEK_END)
-        data = os.pread(fd, limit, max(0, size - limit)).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    finally:
-        os.close(fd)
-    lines = [line.strip() for line in data.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
+    return read_log_tail(resolved, limit)
 
 
 # -- helpers ------------------------------------------------------------------------------------
