@@ -49,7 +49,15 @@ def report_final_result(score: Any) -> None:
         "pid": os.getpid(),
         "time": time.time(),
     }
-    write_atomically(path, json.dumps(record), durable=True)
+    write_atomically(path, json.dumps(record), durable=True, mode=_umask_mode())
+
+
+def _umask_mode() -> int:
+    """The mode any new file of the user's gets (mkstemp alone makes 0600): every file of the
+    output dir follows one policy, the umask (README, 'The output tree')."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_atomically(path: "str | os.PathLike[str]", text: str, durable: bool = False, mode: "int | None" = None) -> None:

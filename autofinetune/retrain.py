@@ -10,6 +10,7 @@ folder, and reports the score it reaches. With full-trail the schedule has one s
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -21,7 +22,8 @@ from .journal import JOURNAL, replay
 from .options import OneLineArgumentParser
 from .records import write_atomic
 from .rules import TrialCommand, best_of, schedule
-from .runner import Status, TrialSpec
+from .runner import Status, TrialSpec, open_regular
+from .search import SCHEDULE_FILE
 from .space import SearchSpace
 
 def retrain(output_dir: "str | Path", target: "str | Path", gpu: Optional[str] = None, echo=print) -> Dict[str, Any]:
@@ -32,7 +34,7 @@ def retrain(output_dir: "str | Path", target: "str | Path", gpu: Optional[str] =
     if best is None:
         raise ConfigError(f"{shown(source)}: no trial has succeeded, so there is no model to retrain; fix: retrain a search with a best model")
     config = state.config
-    steps = schedule(best, state.trials, config.get("resume_epochs", 1))
+    steps = _schedule_file(source) or schedule(best, state.trials, config.get("resume_epochs", 1))
     space = SearchSpace.from_list(config.get("space") or [], source=str(config.get("space_source") or source / JOURNAL))
     script = Path(str(config.get("script", "")))
     program = [sys.executable, str(script)] if script.suffix == ".py" else [str(script)]
@@ -71,6 +73,25 @@ def retrain(output_dir: "str | Path", target: "str | Path", gpu: Optional[str] =
     result = {"source": str(source.resolve()), "steps": done, "score": done[-1]["score"], "search_score": steps[-1]["score"]}
     write_atomic(target / "retrain.json", json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _schedule_file(source: Path) -> Optional[List[Dict[str, Any]]]:
+    """The steps of `best_schedule.json`, the search's own record of its best model's schedule
+    (None for a search written before the file existed: the journal's lineage then serves)."""
+    try:
+        fd = open_regular(source / SCHEDULE_FILE)
+    except OSError:
+        return None
+    try:
+        data = json.loads(os.read(fd, 1 << 24).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        raise ConfigError(f"{shown(source / SCHEDULE_FILE)}: not a schedule autofinetune wrote; fix: delete it to retrain from the journal") from None
+    finally:
+        os.close(fd)
+    steps = data.get("steps") if isinstance(data, dict) else None
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) and isinstance(s.get("params"), dict) for s in steps):
+        raise ConfigError(f"{shown(source / SCHEDULE_FILE)}: holds no steps; fix: delete it to retrain from the journal")
+    return steps
 
 
 def _wait(backend: LocalBackend) -> Any:

@@ -152,8 +152,9 @@ def test_the_journal_holds_no_trial_token(project: Path):
     tokens = [json.loads(p.read_text())["token"] for p in (project / "out" / "round0").glob("result-*.json")]
     assert len(tokens) == 2 and all(len(t) == 32 for t in tokens)
     assert not any(token in text for token in tokens)
-    mode = (project / "out" / "journal.jsonl").stat().st_mode & 0o777
-    assert mode == (project / "out" / "trials.csv").stat().st_mode & 0o777  # one policy for the output files
+    mode = (project / "out" / "trials.csv").stat().st_mode & 0o777
+    for name in ("journal.jsonl", "log_file.txt", "trials.json", "round0/result-0.json", "round0/log-0.info"):
+        assert (project / "out" / name).stat().st_mode & 0o777 == mode, name  # one policy for the output files: the umask
 
 
 def test_a_failing_start_record_never_hangs_the_shutdown(tmp_path: Path):

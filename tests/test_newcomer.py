@@ -192,6 +192,11 @@ def test_the_best_lineage_is_a_schedule_that_retrains(tmp_path: Path):
     again = json.loads((tmp_path / "again" / "retrain.json").read_text())
     assert len(again["steps"]) == len(steps)
     assert abs(again["score"] - steps[-1]["score"]) < 0.02, (again["score"], steps[-1]["score"])
+    # The file is what retrains: a schedule cut to its first step trains that step only.
+    (out / "best_schedule.json").write_text(json.dumps({**schedule, "steps": steps[:1]}))
+    assert run_cli(["retrain", str(out), "--output_dir", str(tmp_path / "first")], cwd=tmp_path, timeout=300).returncode == 0
+    first = json.loads((tmp_path / "first" / "retrain.json").read_text())
+    assert len(first["steps"]) == 1 and abs(first["score"] - steps[0]["score"]) < 0.02
 
 
 def test_a_unique_prefix_passes_the_preflight_as_argparse_takes_it(tmp_path: Path):
