@@ -118,7 +118,7 @@ class AsyncPolicy(LaunchPolicy):
         s.strategy.tell_particle(record.index, record.loss)
         s.journal.append(ToldEvent(round=record.round, index=record.index))
         self._launch_next(record.index)
-        self._announce_complete_rounds()
+        self._announce_complete_rounds(record.round)
 
     def _launch_next(self, index: int) -> None:
         s = self.search
@@ -129,9 +129,12 @@ class AsyncPolicy(LaunchPolicy):
             s.evaluator.observe(round_index - 1, sorted(self.by_round.get(round_index - 1, []), key=lambda t: t.index))
         s.launch(round_index, index, s.strategy.ask_particle(index))
 
-    def _announce_complete_rounds(self) -> None:
+    def _announce_complete_rounds(self, only: "int | None" = None) -> None:
+        """Close the rounds now complete: all of them at the start (a resume may bring some),
+        afterwards only the finished trial's own, the one round whose count changed; scanning
+        every round per trial made the last trials of a long search the dearest (docs/overhead.md)."""
         s = self.search
-        for round_index in sorted(self.by_round):
+        for round_index in (sorted(self.by_round) if only is None else [only]):
             trials = self.by_round[round_index]
             if round_index not in s.rounds_complete and len(trials) >= s.config.popsize:
                 s.close_round(round_index, sorted(trials, key=lambda t: t.index))

@@ -2,11 +2,19 @@
 
 Every finished trial is appended to `journal.jsonl` (flushed and fsync'd) before anything else
 depends on it; `log_file.txt`, `trials.csv`, `trials.json` and `best_model/` are views that can
-always be rebuilt from the journal, and are rewritten atomically so a reader never sees half.
+always be rebuilt from the journal (docs/architecture.md).
+
+What a finished trial costs the views must not grow with the trials before it (docs/overhead.md):
+`trials.csv` gets one appended row per finished trial (in the order trials finish, while the
+search runs); `trials.json` and `log_file.txt` are rewritten whole, atomically, at most once a
+second or at each round's end, whichever comes first; all three are rewritten whole (rows in
+round, index order) on resume and whenever the tuner exits, so nothing finished is missing.
 """
 from __future__ import annotations
 
+import bisect
 import csv
+import errno
 import io
 import json
 import logging
@@ -15,9 +23,12 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple, overload
 
 from .reporting import write_atomically
 from .rules import better
@@ -90,6 +101,53 @@ def _json_default(value: Any) -> Any:
         return str(value)
 
 
+class TrialsView(Sequence):
+    """The finished trials as a view saw them at one moment, without copying them.
+
+    The records' list only ever grows, so the first `length` entries never change: a view (or
+    its ticker thread) can read them while the search appends more (docs/architecture.md).
+    """
+
+    __slots__ = ("_trials", "_length")
+
+    def __init__(self, trials: List["TrialRecord"], length: Optional[int] = None) -> None:
+        self._trials = trials
+        self._length = len(trials) if length is None else length
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> "TrialRecord": ...
+
+    @overload
+    def __getitem__(self, index: slice) -> List["TrialRecord"]: ...
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._trials[i] for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("trial index out of range")
+        return self._trials[index]
+
+    def __iter__(self) -> Iterator["TrialRecord"]:
+        trials = self._trials
+        for i in range(self._length):
+            yield trials[i]
+
+    def __repr__(self) -> str:
+        return f"TrialsView({self._length} trials)"
+
+
+#: Rewrites of trials.json and log_file.txt are at least this far apart (a round's end forces one).
+VIEW_INTERVAL = 1.0
+
+CSV_FILE = "trials.csv"
+JSON_FILE = "trials.json"
+
+
 @dataclass
 class SearchRecords:
     """The finished trials of a search and the views derived from them."""
@@ -99,14 +157,64 @@ class SearchRecords:
     header: str = ""
     trials: List[TrialRecord] = field(default_factory=list)
     best: Optional[TrialRecord] = None
+    #: Finished trials that did not succeed, kept as they are added (a snapshot must not count them).
+    failed: int = 0
+    interval: float = VIEW_INTERVAL
+
+    def __post_init__(self) -> None:
+        self._by_key: Dict[Tuple[int, int], TrialRecord] = {}
+        for trial in self.trials:
+            self._index(trial)
+        # Each finished trial rendered once, as a CSV line, a trials.json item and log_file.txt
+        # cells, kept in (round, index, attempt) order: a rewrite then only joins text, so its
+        # cost per finished trial stays small however many came before (docs/overhead.md).
+        self._keys: List[Tuple[int, int, int]] = []
+        self._rendered: List[_Rendered] = []
+        self._widths = [len(c) for c in self._log_columns()]
+        for trial in self.trials:
+            self._render(trial)
+        # Rewrites may come from the search's thread or the deferred-rewrite timer: one at a time.
+        self._lock = threading.RLock()
+        self._stale = False  # trials.json / log_file.txt lack a finished trial
+        self._unsorted = False  # trials.csv holds rows appended in finish order
+        self._last_rewrite = float("-inf")
+        self._timer: Optional[threading.Timer] = None
+
+    def _index(self, record: TrialRecord) -> None:
+        if not record.ok:
+            self.failed += 1
+        self._by_key[(record.round, record.index)] = record
+
+    def _render(self, record: TrialRecord) -> None:
+        row = self.row(record)
+        buffer = io.StringIO()
+        csv.DictWriter(buffer, fieldnames=self.csv_fields(), lineterminator="\n").writerow(row)
+        item = json.dumps(row, indent=1, allow_nan=False, default=_json_default).replace("\n", "\n ")
+        cells = [_cell(row["round"]), _cell(row["index"]), str(record.status), _cell(record.score),
+                 *(_cell(record.params.get(n)) for n in self.param_names), row["parent"] or "-", row["model_dir"]]
+        self._widths = [max(w, len(c)) for w, c in zip(self._widths, cells)]
+        key = (record.round, record.index, record.attempt)
+        at = bisect.bisect_right(self._keys, key)
+        self._keys.insert(at, key)
+        self._rendered.insert(at, _Rendered(record, buffer.getvalue(), " " + item, cells))
 
     def add(self, record: TrialRecord) -> bool:
         """Add a finished trial; return True when it is the new best."""
-        self.trials.append(record)
+        with self._lock:
+            self.trials.append(record)
+            self._render(record)
+        self._index(record)
         if better(record, self.best):
             self.best = record
             return True
         return False
+
+    def find(self, round_index: Any, index: Any) -> Optional[TrialRecord]:
+        """The finished trial of (round, index), found without a scan (PBT's parent line)."""
+        return self._by_key.get((round_index, index))
+
+    def view(self) -> TrialsView:
+        return TrialsView(self.trials)
 
     def relative(self, path: str) -> str:
         try:
@@ -116,12 +224,125 @@ class SearchRecords:
 
     # -- views ------------------------------------------------------------------------------
     def write_views(self) -> None:
+        """All three views rewritten whole from the records (resume, and when the tuner exits)."""
+        with self._lock:
+            self._cancel_timer()
+            write_atomic(self.output_dir / CSV_FILE, self.csv_text())
+            self._unsorted = False
+            self._rewrite_locked()
+
+    def finished(self, record: TrialRecord) -> None:
+        """A trial was added: its row appended to trials.csv, the other views rewritten when due."""
+        self.append_row(record)
+        self.refresh()
+
+    def append_row(self, record: TrialRecord) -> None:
+        """One row at the end of trials.csv, in one write; the header when the file is new.
+
+        Opened without following a symlink and never waiting on a FIFO: a trial may have planted
+        either at the name, and then the file is rewritten whole instead, replacing it
+        (docs/security.md).
+        """
+        path = self.output_dir / CSV_FILE
+        with self._lock:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             0o666 & ~_UMASK)
+            except OSError as error:
+                if error.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ETXTBSY):
+                    raise
+                fd = -1
+            try:
+                if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+                    write_atomic(path, self.csv_text())
+                    return
+                text = self._csv_line(record)
+                if os.fstat(fd).st_size == 0:
+                    text = self._csv_header() + text
+                data = memoryview(text.encode("utf-8"))
+                while data:
+                    data = data[os.write(fd, data):]
+                self._unsorted = True
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+
+    def refresh(self, force: bool = False) -> None:
+        """Rewrite trials.json and log_file.txt if a trial is missing from them and a second has
+        passed since the last rewrite (or `force`: a round ended); else once the second is up."""
+        with self._lock:
+            self._stale = True
+            wait = self._last_rewrite + self.interval - time.monotonic()
+            if force or wait <= 0:
+                self._cancel_timer()
+                self._rewrite_locked()
+            elif self._timer is None:
+                # Without it, a trial finishing just after a rewrite would be missing from the
+                # views until the next one ends, which may be a long trial away.
+                self._timer = threading.Timer(wait, self._deferred)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _deferred(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self._stale:
+                return
+            try:
+                self._rewrite_locked()
+            except OSError as error:  # the search's own next write (or its exit) says it, as an error
+                log.warning("could not rewrite %s (%s); the search writes it again later", self.output_dir / JSON_FILE,
+                            error.strerror or error)
+
+    def _rewrite_locked(self) -> None:
         write_atomic(self.output_dir / LOG_FILE, self.log_text())
-        write_atomic(self.output_dir / "trials.csv", self.csv_text())
-        write_atomic(self.output_dir / "trials.json", json.dumps([self.row(t) for t in self.ordered()], indent=1, allow_nan=False, default=_json_default) + "\n")
+        write_atomic(self.output_dir / JSON_FILE, self.json_text())
+        self._stale = False
+        self._last_rewrite = time.monotonic()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        """The tuner exits: every view holds every finished trial, trials.csv in round order."""
+        with self._lock:
+            self._cancel_timer()
+            if self._stale or self._unsorted:
+                self.write_views()
+
+    def stop(self) -> None:
+        """No more deferred rewrites (the tuner is going, whatever happened)."""
+        with self._lock:
+            self._cancel_timer()
 
     def ordered(self) -> List[TrialRecord]:
-        return sorted(self.trials, key=lambda t: (t.round, t.index, t.attempt))
+        return [r.record for r in self._rendered]
+
+    def _csv_header(self) -> str:
+        buffer = io.StringIO()
+        csv.DictWriter(buffer, fieldnames=self.csv_fields(), lineterminator="\n").writeheader()
+        return buffer.getvalue()
+
+    def _csv_line(self, record: TrialRecord) -> str:
+        key = (record.round, record.index, record.attempt)
+        at = bisect.bisect_left(self._keys, key)
+        while at < len(self._keys) and self._keys[at] == key:
+            if self._rendered[at].record is record:
+                return self._rendered[at].csv
+            at += 1
+        buffer = io.StringIO()  # a record that was never added: rendered now
+        csv.DictWriter(buffer, fieldnames=self.csv_fields(), lineterminator="\n").writerow(self.row(record))
+        return buffer.getvalue()
+
+    def json_text(self) -> str:
+        if not self._rendered:
+            return "[]\n"
+        return "[\n" + ",\n".join(r.json for r in self._rendered) + "\n]\n"
+
+    def _log_columns(self) -> List[str]:
+        return ["round", "index", "status", "score", *self.param_names, "parent", "model_dir"]
 
     def row(self, trial: TrialRecord) -> Dict[str, Any]:
         row: Dict[str, Any] = {"round": trial.round, "index": trial.index}
@@ -142,26 +363,20 @@ class SearchRecords:
         })
         return row
 
+    def csv_fields(self) -> List[str]:
+        return ["round", "index", *self.param_names, "score", "status", "duration", "slot", "gpu", "parent", "log_path", "model_dir", "exit_code", "attempt", "message"]
+
     def csv_text(self) -> str:
-        buffer = io.StringIO()
-        fields = ["round", "index", *self.param_names, "score", "status", "duration", "slot", "gpu", "parent", "log_path", "model_dir", "exit_code", "attempt", "message"]
-        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for trial in self.ordered():
-            writer.writerow(self.row(trial))
-        return buffer.getvalue()
+        return self._csv_header() + "".join(r.csv for r in self._rendered)
 
     def log_text(self) -> str:
-        columns = ["round", "index", "status", "score", *self.param_names, "parent", "model_dir"]
-        rows = [columns]
-        for trial in self.ordered():
-            row = self.row(trial)
-            rows.append([_cell(row["round"]), _cell(row["index"]), trial.status, _cell(trial.score),
-                         *(_cell(trial.params.get(n)) for n in self.param_names),
-                         row["parent"] or "-", row["model_dir"]])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+        widths = self._widths
         lines = [self.header] if self.header else []
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.append(_log_line(self._log_columns(), widths))
+        for rendered in self._rendered:
+            if rendered.widths is not widths:  # a wider cell came: every line is padded again
+                rendered.line, rendered.widths = _log_line(rendered.cells, widths), widths
+            lines.append(rendered.line)
         if self.best is not None:
             params = " ".join(f"{k}={_cell(v)}" for k, v in self.best.params.items())
             lines.append("")
@@ -211,6 +426,21 @@ class SearchRecords:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+class _Rendered:
+    """One finished trial's text in each view (see SearchRecords.__post_init__)."""
+
+    __slots__ = ("record", "csv", "json", "cells", "line", "widths")
+
+    def __init__(self, record: TrialRecord, csv_line: str, json_item: str, cells: List[str]) -> None:
+        self.record, self.csv, self.json, self.cells = record, csv_line, json_item, cells
+        self.line = ""
+        self.widths: Optional[List[int]] = None
+
+
+def _log_line(cells: List[str], widths: List[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
 
 #: Bytes per read when copying a model file.

@@ -110,8 +110,13 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class SearchSnapshot:
-    """What a view may know of the search at one moment: a read-only copy, built by the
-    search's own thread, so a view (or its ticker thread) never reads what the loop mutates."""
+    """What a view may know of the search at one moment, built by the search's own thread, so a
+    view (or its ticker thread) never reads what the loop mutates.
+
+    `trials` is a read-only window on the append-only list of finished trials, its length fixed
+    when the snapshot was made: one is made per hook, and copying the list there made every
+    trial cost more than the one before (docs/overhead.md).
+    """
 
     output_dir: Path
     script: str
@@ -119,17 +124,14 @@ class SearchSnapshot:
     popsize: int
     rounds: int
     round_index: int
-    trials: Tuple[TrialRecord, ...]
+    trials: Sequence[TrialRecord]
     best: Optional[TrialRecord]
     running: int
     queued: int
     rounds_complete: FrozenSet[int]
     resumed: bool
     started_at: float  # time.monotonic() when this run started
-
-    @property
-    def failed(self) -> int:
-        return sum(1 for t in self.trials if not t.ok)
+    failed: int = 0  # finished trials that did not succeed, counted as they finish
 
 
 class SearchObserver:
@@ -240,6 +242,7 @@ class Search:
         self.observers: List[SearchObserver] = list(observers)
         self.round_index = 0
         self.rounds_complete: Set[int] = set()
+        self._rounds_frozen: FrozenSet[int] = frozenset()
         self._pending: Dict[str, TrialRecord] = {}
         self._specs: Dict[str, Tuple[TrialRecord, TrialSpec]] = {}
         self._evaluator_args: Dict[str, List[Tuple[str, str]]] = {}
@@ -270,9 +273,11 @@ class Search:
 
     def snapshot(self) -> SearchSnapshot:
         running, queued = self.backend.counts()
+        if len(self._rounds_frozen) != len(self.rounds_complete):  # rounds are only ever added
+            self._rounds_frozen = frozenset(self.rounds_complete)
         return SearchSnapshot(self.output_dir, str(self.config.script), self.space, self.config.popsize, self.config.rounds,
-                              self.round_index, tuple(self.records.trials), self.records.best, running, queued,
-                              frozenset(self.rounds_complete), self.resuming, self.started)
+                              self.round_index, self.records.view(), self.records.best, running, queued,
+                              self._rounds_frozen, self.resuming, self.started, self.records.failed)
 
     def _notify(self, hook: str, *args: Any) -> None:
         if not self.observers:
@@ -352,6 +357,7 @@ class Search:
             self.policy.begin()
             for record in self._finished_trials():
                 self.policy.finished(record)
+            self.records.close()
             result = self._result()
             return result
         except KeyboardInterrupt:
@@ -367,10 +373,20 @@ class Search:
                 f"free space or fix permissions, then rerun the same command with --resume") from None
         finally:
             try:
+                self._last_views()
                 self.journal.close()
                 self._notify("on_finish", result)
             finally:
                 self.backend.close()
+
+    def _last_views(self) -> None:
+        """The views once more as the tuner stops early (docs/architecture.md: the journal has
+        every finished trial already, so a write that fails here is said, not raised)."""
+        try:
+            self.records.close()
+        except OSError as error:
+            log.warning("could not rewrite the view files in %s (%s); `autofinetune summary` and --resume read the journal",
+                        self.output_dir, error.strerror or error)
 
     def _finished_trials(self) -> Iterator[TrialRecord]:
         """Yield trials as they end for good (failed attempts retried, every result recorded);
@@ -434,7 +450,8 @@ class Search:
         """Which model a trial resumes from and how its hyperparameters differ (PBT's exploit and
         explore, in one line)."""
         parent = record.parent or {}
-        before = next((t.params for t in self.records.trials if (t.round, t.index) == (parent.get("round"), parent.get("index"))), None)
+        found = self.records.find(parent.get("round"), parent.get("index"))
+        before = found.params if found is not None else None
         def short(value: Any) -> str:
             return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -498,7 +515,7 @@ class Search:
         record.message = outcome.message
         self.journal.append(FinishEvent(trial=record))
         is_best = self.records.add(record)
-        self.records.write_views()
+        self.records.finished(record)
         if is_best:
             self.records.update_best_model()
         params = " ".join(f"{p.name}={p.format(record.params[p.name])}" for p in self.space.params)
@@ -535,6 +552,7 @@ class Search:
         """A round is complete: journal it, tell the views, print the original's round line."""
         self.rounds_complete.add(round_index)
         self.journal.append(RoundEvent(round=round_index, evaluator=self.evaluator.state_dict()))
+        self.records.refresh(force=True)
         self._notify("on_round_finished", round_index, list(trials))
         scores = [t.score for t in trials if t.ok]
         if scores:

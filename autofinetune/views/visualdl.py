@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
-from ..rules import best_of, is_success
+from ..rules import best_of, better, is_success
 from ..search import SearchObserver
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,6 +129,16 @@ class VisualDLView(SearchObserver):
         self._writer_class: Any = None
         self._main: Any = None
         self._pops: Dict[int, Any] = {}
+        # Each round's best, kept as trials finish: "best so far as of round r" is then the best
+        # of at most r + 1 records, not of every trial (docs/overhead.md).
+        self._round_best: Dict[int, "TrialRecord"] = {}
+
+    def _note(self, record: "TrialRecord") -> None:
+        if better(record, self._round_best.get(record.round)):
+            self._round_best[record.round] = record
+
+    def _so_far(self, round_index: int) -> "list[TrialRecord]":
+        return [t for r, t in self._round_best.items() if r <= round_index]
 
     # -- writers ------------------------------------------------------------------------------
     def _open(self, folder: Path) -> Any:
@@ -153,19 +163,20 @@ class VisualDLView(SearchObserver):
             self._pop(index)
         done = list(view.trials)
         for record in done:
+            self._note(record)
             if not self._trial_dir(record).is_dir():
                 self._write_trial(view, record)
         for round_index in sorted(view.rounds_complete):
-            self._write_round(view, round_index, [t for t in done if t.round == round_index],
-                              [t for t in done if t.round <= round_index])
+            self._write_round(view, round_index, [t for t in done if t.round == round_index], self._so_far(round_index))
 
     def on_trial_finished(self, view: "SearchSnapshot", record: "TrialRecord", is_best: bool) -> None:
+        self._note(record)
         self._write_trial(view, record)
 
     def on_round_finished(self, view: "SearchSnapshot", round_index: int, trials: Sequence["TrialRecord"]) -> None:
         # Best so far as of this round: with --async, trials of later rounds may have finished
         # already; step r shows what rounds 0..r found, as the rewrite of a resumed search does.
-        self._write_round(view, round_index, trials, [t for t in view.trials if t.round <= round_index])
+        self._write_round(view, round_index, trials, self._so_far(round_index))
 
     def on_finish(self, view: "SearchSnapshot", result: Optional["SearchResult"]) -> None:
         self.close()
