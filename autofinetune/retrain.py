@@ -4,7 +4,7 @@ Under population-based training the best model is not the product of its last ro
 hyperparameters: it grew through every step of its lineage (round 0 from scratch, then one
 resumed step per round, each with its own values). The search writes that schedule to
 `best_schedule.json` (rules.schedule); this command replays it step by step with the same
-script, through the same trial runner as a search (supervisor, timeout, result file), into a new
+script, through the same trial runner as a search (launcher, timeout, result file), into a new
 folder, and reports the score it reaches. With full-trail the schedule has one step.
 """
 from __future__ import annotations

@@ -5,9 +5,10 @@ The local backend runs it on the tuner's machine and a Dask worker runs it on it
 nothing here knows about queues, slots or Dask. This module is imported on Dask workers and
 must keep to the standard library (see docs/dask.md).
 
-Each trial runs as `_supervisor.py` + the trial in their own process group (so the whole tree
-can be stopped), its output streamed straight to the log file (never held in memory), and its
-outcome is judged from the exit status and the trial's own result file.
+Each trial is a child of one long-lived `_launcher.py` per tuner (or Dask task), a subreaper that
+finds and stops every descendant of the trial, whatever process group it moved to; its output
+goes straight to the log file (never held in memory), and its outcome is judged from the exit
+status and the trial's own result file.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -54,7 +56,7 @@ class Status(str, enum.Enum):
 
 OK, FAILED, INVALID, TIMEOUT, INTERRUPTED = Status.OK, Status.FAILED, Status.INVALID, Status.TIMEOUT, Status.INTERRUPTED
 
-SUPERVISOR = str(Path(__file__).with_name("_supervisor.py"))
+LAUNCHER = str(Path(__file__).with_name("_launcher.py"))
 #: A trial that exits 130 was interrupted (Ctrl-C's conventional status), not failed.
 INTERRUPTED_EXIT_CODES = frozenset({130, -signal.SIGINT})
 NO_REPORT = "no result reported (report_final_result was never called)"
@@ -187,6 +189,7 @@ def stop_stale_group(identity: ProcessIdentity, grace: float = 2.0) -> bool:
     leader_ticks = process_start_ticks(pid)
     if leader_ticks is not None and identity.start_ticks is not None and leader_ticks != identity.start_ticks:
         return False  # the pid now belongs to someone else
+    _stop_old_launcher(pid)
     try:
         os.killpg(pid, 0)
     except (ProcessLookupError, PermissionError):
@@ -201,6 +204,21 @@ def stop_stale_group(identity: ProcessIdentity, grace: float = 2.0) -> bool:
     except (ProcessLookupError, PermissionError):
         pass
     return True
+
+
+def _stop_old_launcher(trial_pid: int) -> None:
+    """SIGTERM the killed run's launcher if it still parents the trial: it then kills every
+    descendant it attributes to its trials (see _launcher.py), which the trial's group alone misses."""
+    try:
+        with open(f"/proc/{trial_pid}/stat", "rb") as handle:
+            text = handle.read().decode(errors="replace")
+        parent = int(text[text.rindex(")") + 2:].split()[1])
+        with open(f"/proc/{parent}/cmdline", "rb") as handle:
+            command = handle.read().split(b"\0")
+        if os.stat(f"/proc/{parent}").st_uid == os.getuid() and LAUNCHER.encode() in command:
+            os.kill(parent, signal.SIGTERM)
+    except (OSError, ValueError, IndexError):
+        pass
 
 
 # -- starting and stopping one trial ------------------------------------------------------------
@@ -318,63 +336,177 @@ def prepare_files(spec: TrialSpec) -> None:
     os.close(create_log(spec.log_path))
 
 
-class TrialProcess:
-    """A started trial: its supervisor, the lifeline, and the one state machine that stops it.
+class LauncherLost(OSError):
+    """The launcher died (or never started): no trial can start, and running ones are gone."""
 
-    Stopping is TERM to the whole group, then KILL once the grace is over; a timeout and the
-    tuner's shutdown are the same stop with different reasons. The owner waits for the process
-    (a reaper thread, or a worker's loop), calls `enforce` at `wakeup()` and `finish` once
-    the supervisor has exited.
+
+class Launcher:
+    """The tuner's end of `_launcher.py`: one long-lived parent for all this process's trials.
+
+    Why one launcher and not a supervisor per trial: see _launcher.py (a subreaper sees the
+    descendants that leave a trial's process group). Our end of the socket pair is close-on-exec
+    and held only here, so the kernel closes it however this process dies, and the launcher then
+    kills every trial. Used from one thread (the search's, or one Dask task's).
     """
 
-    def __init__(self, process: "subprocess.Popen[bytes]", lifeline: int, started: float, timeout: Optional[float],
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        self._sock = ours
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", LAUNCHER, str(theirs.fileno()), str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+                start_new_session=True)  # a terminal's Ctrl-C reaches the tuner only, which stops the trials itself
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._buffer = b""
+        self._exits: List[Tuple[int, int]] = []
+        self._next_id = 0
+        self.lost = False
+        line = self._line(30.0)
+        if line is None or not line.startswith("ready "):
+            self.close()
+            raise LauncherLost("the trial launcher did not start")
+        self.fence = line[len("ready "):]
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def start(self, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int, kill_grace: float) -> Tuple[int, int]:
+        """(id, pid) of a trial started with its output to `output`; OSError if it cannot start."""
+        self._next_id += 1
+        ident = self._next_id
+        request = json.dumps({"op": "start", "id": ident, "argv": list(argv), "env": dict(env), "cwd": cwd,
+                              "grace": kill_grace}) + "\n"
+        try:
+            data = request.encode()
+            sent = socket.send_fds(self._sock, [data], [output])
+            if sent < len(data):  # a stream socket may take a large request in parts
+                self._sock.sendall(data[sent:])
+        except OSError as error:
+            self.lost = True
+            raise LauncherLost(f"the trial launcher is gone ({error})") from None
+        while True:
+            line = self._line(None)
+            if line is None:
+                raise LauncherLost("the trial launcher is gone")
+            word, _, rest = line.partition(" ")
+            head, _, tail = rest.partition(" ")
+            if word in ("started", "failed") and head == str(ident):
+                if word == "started":
+                    return ident, int(tail)
+                try:
+                    message = str(json.loads(tail))
+                except ValueError:
+                    message = tail
+                raise OSError(message)
+            self._note(line)
+
+    def signal(self, ident: int, sig: int) -> None:
+        try:
+            self._sock.sendall((json.dumps({"op": "signal", "id": ident, "sig": int(sig)}) + "\n").encode())
+        except OSError:
+            self.lost = True
+
+    def exits(self, wait: Optional[float]) -> List[Tuple[int, int]]:
+        """(id, status) of trials that ended, waiting up to `wait` seconds (None: forever) for one."""
+        if not self._exits and not self.lost:
+            line = self._line(wait)
+            if line is not None:
+                self._note(line)
+            while not self.lost:
+                line = self._line(0.0)
+                if line is None:
+                    break
+                self._note(line)
+        exits, self._exits = self._exits, []
+        return exits
+
+    def close(self) -> None:
+        """End-of-file for the launcher: it kills whatever is left and exits."""
+        try:
+            self._sock.close()
+        finally:
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _note(self, line: str) -> None:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "exit":
+            self._exits.append((int(parts[1]), int(parts[2])))
+
+    def _line(self, wait: Optional[float]) -> Optional[str]:
+        """The next line from the launcher, waiting up to `wait` seconds; None on timeout or its end."""
+        give_up = None if wait is None else time.monotonic() + wait
+        while b"\n" not in self._buffer:
+            if self.lost:
+                return None
+            left = None if give_up is None else max(0.0, give_up - time.monotonic())
+            ready, _, _ = select.select([self._sock], [], [], left)
+            if not ready:
+                return None
+            try:
+                data = self._sock.recv(1 << 16)
+            except InterruptedError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self.lost = True
+                return None
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+
+class TrialProcess:
+    """A started trial: its launcher and id, and the one state machine that stops it.
+
+    Stopping is TERM to the trial and every descendant the launcher attributes to it, then KILL
+    once the grace is over; a timeout and the tuner's shutdown are the same stop with different
+    reasons. The owner waits for the launcher's exit reports, calls `enforce` at `wakeup()` and
+    `finish` once the trial has exited.
+    """
+
+    def __init__(self, launcher: Launcher, ident: int, pid: int, started: float, timeout: Optional[float],
                  kill_grace: float) -> None:
-        self.process = process
-        self.pid = process.pid
+        self.launcher = launcher
+        self.ident = ident
+        self.pid = pid
         self.started = started
         self.deadline = started + timeout if timeout else None
         self.kill_grace = kill_grace
         self.stop_reason: Optional[Status] = None  # TIMEOUT or INTERRUPTED once asked to stop
         self.kill_at: Optional[float] = None
         self._killed = False
-        self._lifeline: Optional[int] = lifeline  # the owner's end of the socket pair shared with the supervisor
 
     @classmethod
-    def start(cls, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int, timeout: Optional[float],
-              kill_grace: float) -> "TrialProcess":
-        """Spawn the supervised trial, its output to the file descriptor `output`; OSError if it cannot start.
-
-        The supervisor holds one end of a socket pair; ours is close-on-exec, so only this
-        process keeps it open and the kernel closes it however this process dies, which makes
-        the supervisor kill the group. The supervisor writes the trial's exit status back on
-        it (see _supervisor.py).
-        """
+    def start(cls, launcher: Launcher, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int,
+              timeout: Optional[float], kill_grace: float) -> "TrialProcess":
+        """Start the trial through `launcher`, its output to the file descriptor `output`; OSError if it cannot start."""
         started = time.monotonic()
-        ours, theirs = socket.socketpair()
-        lifeline, supervisor_end = ours.detach(), theirs.detach()
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-I", "-S", SUPERVISOR, str(supervisor_end), "--", *argv],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, env=dict(env),
-                start_new_session=True,  # own process group: stop the tree, never the tuner
-                pass_fds=(supervisor_end,))
-        except OSError as error:
-            os.close(lifeline)
+            ident, pid = launcher.start(argv, env, cwd, output, kill_grace)
+        except LauncherLost as error:
             try:
                 os.write(output, f"autofinetune: could not start {argv[0] if argv else '(nothing)'}: {error}\n".encode())
             except OSError:
                 pass
             raise
-        finally:
-            os.close(supervisor_end)
-        return cls(process, lifeline, started, timeout, kill_grace)
+        return cls(launcher, ident, pid, started, timeout, kill_grace)
 
     def request_stop(self, reason: Status, grace: float, now: float) -> None:
-        """TERM the group now and KILL it `grace` seconds later; a later request can only shorten the grace."""
+        """TERM the trial now and KILL it `grace` seconds later; a later request can only shorten the grace."""
         if self.stop_reason is None:
             self.stop_reason = reason
             self.kill_at = now + grace
-            signal_group(self.pid, signal.SIGTERM)
+            self.launcher.signal(self.ident, signal.SIGTERM)
         elif self.kill_at is not None:
             self.kill_at = min(self.kill_at, now + grace)
 
@@ -390,7 +522,7 @@ class TrialProcess:
         return self.kill_at if self.stop_reason is not None else self.deadline
 
     def kill_now(self) -> None:
-        """KILL the group at once, no grace (the second Ctrl-C)."""
+        """KILL the trial and its descendants at once, no grace (the second Ctrl-C)."""
         if self.stop_reason is None:
             self.stop_reason = INTERRUPTED
         self._kill()
@@ -399,36 +531,11 @@ class TrialProcess:
         self.kill_at = None
         if not self._killed:
             self._killed = True
-            signal_group(self.pid, signal.SIGKILL)
+            self.launcher.signal(self.ident, signal.SIGKILL)
 
-    def finish(self, supervisor_returncode: int) -> int:
-        """The trial's own exit status, once its supervisor exited; leftovers of the group are killed."""
-        code = supervisor_returncode
-        if self._lifeline is not None:
-            code = _reported_status(self._lifeline, supervisor_returncode)
-            os.close(self._lifeline)
-            self._lifeline = None
-        signal_group(self.pid, signal.SIGKILL)  # grandchildren the supervisor could not take down
-        return code
-
-
-def _reported_status(lifeline: int, supervisor_code: int) -> int:
-    """The trial's exit status as its supervisor reported it before killing the group.
-
-    The supervisor always ends by SIGKILL; if it never reported (it was killed first, e.g. by
-    the grace-period SIGKILL), its own status is all there is.
-    """
-    os.set_blocking(lifeline, False)
-    try:
-        report = os.read(lifeline, 64).decode(errors="replace").split()
-    except OSError:
-        return supervisor_code
-    if len(report) == 2 and report[1].lstrip("-").isdigit():
-        if report[0] == "exit":
-            return int(report[1])
-        if report[0] == "signal":
-            return -int(report[1])
-    return supervisor_code
+    def finish(self, status: int) -> int:
+        """The trial's own exit status, as the launcher reported it (it stops the leftovers itself)."""
+        return status
 
 
 # -- judging ------------------------------------------------------------------------------------

@@ -444,10 +444,7 @@ def test_the_dask_worker_refuses_a_fifo_log_and_a_fifo_result_without_blocking(t
     assert fifo_result_report["result"] is None and "named pipe" in fifo_result_report["result_error"]
 
 
-# -- §7: processes that leave the trial's process group (fixed by the launcher issue) --------------
-
-ESCAPES = "escapes the process group; fixed by the launcher issue (one launcher per tuner)"
-
+# -- §7: processes that leave the trial's process group: the launcher's fence (one launcher per tuner) --
 
 def _is_ours(pid: int, marker: str) -> bool:
     """The pid still runs a command line of this test's (not a later process that reused it)."""
@@ -466,58 +463,125 @@ def _gone_within(pid: int, marker: str, seconds: float = 5.0) -> bool:
     return False
 
 
-def _escaped_pid(path: Path) -> int:
-    deadline = time.monotonic() + 5
-    while not path.exists() and time.monotonic() < deadline:
+def _escaped_pid(path: Path, process: "subprocess.Popen[str]", seconds: float = 20) -> int:
+    """The pid the trial wrote; fails (with the process's stderr) when it ended without writing one."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
+    if not path.exists():
+        time.sleep(0.5)  # written just before the process ended
+    assert path.exists(), process.communicate(timeout=30)[1][-2000:]
     return int(path.read_text())
 
 
-def _run_escape(tmp_path: Path, body: str, *extra: str) -> None:
-    marker = str(tmp_path)
-    pid_file = tmp_path / "escaped.pid"
-    pid = None
-    try:
-        result, rows, _ = _search(tmp_path, _body(WHERE, f"pid_file, marker = {str(pid_file)!r}, {marker!r}\n", body),
-                                  "--evaluator=fulltrail", *extra, popsize=1, timeout=60)
-        pid = _escaped_pid(pid_file)
-        assert rows, result.stderr[-2000:]
-        assert _gone_within(pid, marker), f"pid {pid} outlived the search"
-    finally:
-        if pid is None and pid_file.exists():
-            pid = int(pid_file.read_text())
-        if pid is not None and _is_ours(pid, marker):
-            os.kill(pid, signal.SIGKILL)
-
-
-@pytest.mark.xfail(strict=True, reason=ESCAPES)
-def test_a_grandchild_in_a_new_session_does_not_outlive_the_search(tmp_path: Path):
-    _run_escape(tmp_path, """
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", marker], start_new_session=True)
-        open(pid_file, "w").write(str(child.pid))
-        autofinetune.report_final_result(0.5)
-    """)
-
-
-@pytest.mark.xfail(strict=True, reason=ESCAPES)
-def test_a_double_forked_daemon_does_not_outlive_the_search(tmp_path: Path):
-    _run_escape(tmp_path, """
+#: How a descendant leaves the trial's process group; it writes its pid to `pid_file` and runs
+#: a command line holding `marker` (this test's tmp_path), so only it is ever killed by the test.
+ESCAPE_KINDS = {
+    "new session": "child = subprocess.Popen(SLEEPER, start_new_session=True); note(child.pid)",
+    "double fork": """
         if os.fork() == 0:
             os.setsid()
             if os.fork() == 0:
-                open(pid_file + ".tmp", "w").write(str(os.getpid()))
-                os.replace(pid_file + ".tmp", pid_file)
-                time.sleep(120)
+                note(os.getpid())
+                os.execv(sys.executable, SLEEPER)
             os._exit(0)
-        time.sleep(0.5)
-        autofinetune.report_final_result(0.5)
-    """)
+    """,
+    "setpgid": "os.setpgid(0, 0); child = subprocess.Popen(SLEEPER, process_group=0); note(child.pid)",
+    "ignores SIGTERM": "child = subprocess.Popen(SLEEPER[:-1] + ['1'], start_new_session=True); note(child.pid)",
+}
+
+ESCAPE_PROLOGUE = """
+    SLEEPER = [sys.executable, "-c", "import signal, sys, time\\nif sys.argv[2] == '1': signal.signal(signal.SIGTERM, signal.SIG_IGN)\\ntime.sleep(120)", marker, "0"]
+    def note(pid):
+        open(pid_file + ".tmp", "w").write(str(pid))
+        os.replace(pid_file + ".tmp", pid_file)
+"""
 
 
-@pytest.mark.xfail(strict=True, reason=ESCAPES)
-def test_a_trial_in_its_own_process_group_does_not_outlive_its_timeout(tmp_path: Path):
-    _run_escape(tmp_path, """
-        os.setpgid(0, 0)
-        open(pid_file, "w").write(str(os.getpid()))
-        time.sleep(120)
-    """, "--timeout=1", "--kill_grace=0.5")
+def _escape_body(kind: str, ends: bool) -> str:
+    end = "time.sleep(0.3)\nautofinetune.report_final_result(0.5)\n" if ends else "time.sleep(120)\n"
+    return _body(ESCAPE_PROLOGUE, ESCAPE_KINDS[kind], "\n", end)
+
+
+def _kill_escaped(pid_file: Path, marker: str) -> None:
+    """Whatever the test's outcome, the escaped process never outlives it (only that pid, only if still ours)."""
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        if _is_ours(pid, marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("kind", list(ESCAPE_KINDS))
+@pytest.mark.parametrize("how", ["trial ends", "timeout", "ctrl-c", "tuner sigkilled"])
+def test_a_descendant_that_leaves_the_trials_group_does_not_outlive_it(tmp_path: Path, kind: str, how: str):
+    marker = str(tmp_path)
+    pid_file = tmp_path / "escaped.pid"
+    (tmp_path / "train.py").write_text(PROLOGUE + _body(WHERE, f"pid_file, marker = {str(pid_file)!r}, {marker!r}\n",
+                                                        _escape_body(kind, how == "trial ends")))
+    (tmp_path / "hparam.yaml").write_text(ONE_PARAM)
+    extra = ["--timeout=1"] if how == "timeout" else []
+    args = [sys.executable, "-m", "autofinetune", "train.py", "--param_file=hparam.yaml", "--popsize=1", "--round=1",
+            f"--output_dir={tmp_path / 'out'}", "--workers=1", "--seed=1", "--evaluator=fulltrail", "--kill_grace=0.5", *extra]
+    tuner = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid = _escaped_pid(pid_file, tuner)
+        if how == "ctrl-c":
+            tuner.send_signal(signal.SIGINT)
+        elif how == "tuner sigkilled":
+            tuner.kill()
+        _, stderr = tuner.communicate(timeout=60)
+        expected = {"trial ends": 0, "timeout": 1, "ctrl-c": 130, "tuner sigkilled": -signal.SIGKILL}[how]
+        assert tuner.returncode == expected, stderr[-2000:]
+        assert _gone_within(pid, marker), f"pid {pid} ({kind}) outlived the trial ({how})"
+    finally:
+        if tuner.poll() is None:
+            tuner.kill()
+            tuner.wait()
+        _kill_escaped(pid_file, marker)
+
+
+def test_the_search_header_names_the_fence(tmp_path: Path):
+    result, rows, _ = _search(tmp_path, "autofinetune.report_final_result(0.5)\n", "--evaluator=fulltrail", popsize=1)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fence: subreaper + environment cookie" in result.stdout
+
+
+_DASK_TRIAL = """
+import json, os, signal, subprocess, sys
+from autofinetune.backends import dask_task
+tmp, kind, how = sys.argv[1], sys.argv[2], sys.argv[3]
+payload = {"key": "k", "argv": [sys.executable, os.path.join(tmp, "train.py"), "--x=0.5", "--saved_params_dir=" + os.path.join(tmp, "model-0")],
+           "log_path": os.path.join(tmp, "log.info"), "result_path": os.path.join(tmp, "r.json"), "token": "t",
+           "resource": "trial", "kill_grace": 0.5, "timeout": 1.0 if how == "timeout" else None}
+print(json.dumps(dask_task.run_trial(payload)), flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", list(ESCAPE_KINDS))
+@pytest.mark.parametrize("how", ["trial ends", "timeout", "worker sigkilled"])
+def test_on_a_dask_worker_a_descendant_that_leaves_the_trials_group_does_not_outlive_it(tmp_path: Path, kind: str, how: str):
+    """dask_task.run_trial in a child process standing for the worker; killing it is losing the worker."""
+    marker = str(tmp_path)
+    pid_file = tmp_path / "escaped.pid"
+    (tmp_path / "model-0").mkdir()
+    (tmp_path / "log.info").write_bytes(b"")
+    (tmp_path / "train.py").write_text(PROLOGUE + _body(WHERE, f"pid_file, marker = {str(pid_file)!r}, {marker!r}\n",
+                                                        _escape_body(kind, how == "trial ends")))
+    worker = subprocess.Popen([sys.executable, "-c", _DASK_TRIAL, marker, kind, how], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid = _escaped_pid(pid_file, worker)
+        if how == "worker sigkilled":
+            worker.kill()
+        stdout, stderr = worker.communicate(timeout=60)
+        if how != "worker sigkilled":
+            assert worker.returncode == 0, stderr[-2000:]
+            report = json.loads(stdout.splitlines()[-1])
+            assert report["state"] == "exited"
+            assert report["stop_reason"] == ("timeout" if how == "timeout" else None), report
+        assert _gone_within(pid, marker), f"pid {pid} ({kind}) outlived the trial on the worker ({how})"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        _kill_escaped(pid_file, marker)

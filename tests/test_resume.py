@@ -112,9 +112,11 @@ def test_sigkill_at_random_moments_then_resume_loses_and_repeats_nothing(resume_
             # kill while trials run: after this run's first launch, at a random moment
             while process.poll() is None and len(_ledger(ledger_path)) == lines_before:
                 time.sleep(0.01)
-            wait = rng.uniform(0.0, 0.8)
+            # within about one trial's length (0.15-0.4 s), so that a run seldom gets far enough to
+            # finish the search before the tuner has been killed ten times
+            wait = rng.uniform(0.0, 0.4)
         else:  # kill anywhere: during start-up, replay or a launch
-            wait = rng.uniform(0.05, 1.5) if kills < 12 else 120
+            wait = rng.uniform(0.05, 0.8) if kills < 12 else 120
         try:
             process.wait(timeout=wait)
         except subprocess.TimeoutExpired:

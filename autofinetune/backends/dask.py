@@ -18,7 +18,7 @@ and fails the search with a clear error otherwise. Trials run in the worker's en
 (plus CUDA_VISIBLE_DEVICES, chosen on the worker), and a `.py` script runs with the worker's
 Python. Stopping is done on the worker (see dask_task.py): timeouts there, the tuner's
 shutdown through Dask events, and if the tuner dies its tasks are cancelled and their trial
-groups stopped; if a worker dies, the supervisor's lifeline takes the trial group down.
+groups stopped; if a worker dies, the trial launcher's lifeline takes the trial and its descendants down.
 """
 from __future__ import annotations
 
@@ -143,7 +143,8 @@ class DaskBackend:
             self._finalizer()
             raise
         self.description = (f"Dask cluster {self.address} ({workers} worker(s) with {self.resource}={capacity:g} in all; "
-                            f"each trial takes {self.resource}=1)")
+                            f"each trial takes {self.resource}=1); fence: one launcher per task on each worker "
+                            f"(subreaper + environment cookie on Linux workers; see docs/dask.md)")
         if address is not None:
             self._explain_resources(capacity, workers)
 
@@ -299,7 +300,7 @@ class DaskBackend:
         if worker is None:
             return stop_stale_group(identity)  # the tuner's own in-process cluster: this machine
         if worker not in self._workers():
-            return False  # gone, and its trial groups with it (the supervisor's lifeline)
+            return False  # gone, and its trials with it (the launcher's lifeline)
         try:
             answers = self.client.run(_by_value("stop_leftover"), identity.to_json(), workers=[worker])
         except Exception as error:  # noqa: BLE001 - resume goes on; the trial is re-run anyway

@@ -1,9 +1,9 @@
-"""The worker side of the Dask backend: one trial, run under its supervisor on a Dask worker.
+"""The worker side of the Dask backend: one trial, run under its own launcher on a Dask worker.
 
 `run_trial(payload)` is the Dask task. It runs on the worker that holds the trial's resource
 (`GPU=1`, or `trial=1` for CPU trials), picks the trial's device and lives the trial's life
-through runner.py, exactly as the local backend does on the tuner's machine: the supervisor
-and the trial in their own process group with a lifeline held by this worker process, output
+through runner.py, exactly as the local backend does on the tuner's machine: the trial a child
+of `_launcher.py` (one per task) with a lifeline held by this worker process, output
 streamed to the trial's log, the timeout and kill grace enforced by `TrialProcess`. It returns
 the exit status, the timings and the text of the result file (the tuner judges it with the
 trial's token). See docs/dask.md.
@@ -12,8 +12,8 @@ Stopping, and the lifeline on a worker:
 * the tuner's shutdown sets the search's Dask `Event` "stop" (grace in a `Variable`), kill_now
   also sets "kill"; a watcher thread per trial long-polls them;
 * if the task is cancelled (the tuner died, its client went away) the trial is stopped too;
-* if the worker process dies, the kernel closes its end of the lifeline and the supervisor
-  kills the group: the same guarantee as on the tuner's machine.
+* if the worker process dies, the kernel closes its end of the lifeline and the launcher kills
+  the trial and every descendant it attributes to it: the same guarantee as on the tuner's machine.
 
 This module imports the standard library and autofinetune's stdlib-only modules; `distributed`
 is imported inside functions, only on a worker (it is not needed to import the module).
@@ -24,7 +24,6 @@ import dataclasses
 import errno
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -32,8 +31,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import __version__
-from ..runner import (INTERRUPTED, ProcessIdentity, TrialProcess, TrialSpec, build_env, open_regular, read_result_text,
-                      stop_stale_group)
+from ..runner import (INTERRUPTED, Launcher, ProcessIdentity, TrialProcess, TrialSpec, build_env, open_regular,
+                      read_result_text, stop_stale_group)
 from .messages import GPU, TRIAL, ReportState, TrialPayload, TrialReport, TrialStarted
 
 __all__ = ["GPU", "TRIAL", "run_trial", "stop_leftover", "gpu_choices", "DeviceUse"]
@@ -95,7 +94,24 @@ def _run(payload: TrialPayload, here: "_Here", watch: "_StopWatch", log_fd: int,
         os.write(log_fd, f"\nautofinetune: the worker running this trial was lost; running it again on {here.address}\n".encode())
     started = time.monotonic()
     try:
-        trial = TrialProcess.start(argv, build_env(spec, gpu if gpu is not None else ""), payload.cwd, log_fd,
+        # One launcher per task, started by the thread that runs the task: the launcher's
+        # PR_SET_PDEATHSIG follows the thread that started it, and a pool thread may end
+        # between tasks (docs/dask.md, "Process fence").
+        launcher = Launcher()
+    except OSError as error:
+        return _report(ReportState.START_FAILED, message=f"could not start on {here.address}: {error}",
+                       duration=time.monotonic() - started)
+    try:
+        return _supervise(payload, here, watch, log_fd, gpu, spec, argv, position, launcher)
+    finally:
+        launcher.close()  # end-of-file: it kills whatever the trial left behind
+
+
+def _supervise(payload: TrialPayload, here: "_Here", watch: "_StopWatch", log_fd: int, gpu: Optional[str], spec: TrialSpec,
+               argv: List[str], position: int, launcher: Launcher) -> TrialReport:
+    started = time.monotonic()
+    try:
+        trial = TrialProcess.start(launcher, argv, build_env(spec, gpu if gpu is not None else ""), payload.cwd, log_fd,
                                    payload.timeout, payload.kill_grace)
     except OSError as error:
         return _report(ReportState.START_FAILED, message=f"could not start on {here.address}: {error}",
@@ -109,7 +125,7 @@ def _run(payload: TrialPayload, here: "_Here", watch: "_StopWatch", log_fd: int,
     finally:
         if code is None:  # this thread failed: never leave the trial behind
             trial.kill_now()
-            code = trial.process.wait()
+            code = _exit_status(trial, None)
         exit_code = trial.finish(code)
     duration = time.monotonic() - trial.started
     result, result_error = read_result_text(payload.result_path)
@@ -117,13 +133,20 @@ def _run(payload: TrialPayload, here: "_Here", watch: "_StopWatch", log_fd: int,
                    result=result, result_error=result_error, started=announced)
 
 
+def _exit_status(trial: TrialProcess, wait: Optional[float]) -> Optional[int]:
+    """The trial's status once the launcher reports it (or -SIGKILL if the launcher is gone)."""
+    for ident, code in trial.launcher.exits(wait):
+        if ident == trial.ident:
+            return code
+    return -9 if trial.launcher.lost else None
+
+
 def _wait(trial: TrialProcess, here: "_Here", watch: "_StopWatch") -> int:
-    """Wait for the supervisor, turning the tuner's stop signals into the trial's stop."""
+    """Wait for the trial's end, turning the tuner's stop signals into the trial's stop."""
     while True:
-        try:
-            return trial.process.wait(timeout=LOOP_POLL)
-        except subprocess.TimeoutExpired:
-            pass
+        code = _exit_status(trial, LOOP_POLL)
+        if code is not None:
+            return code
         now = time.monotonic()
         if watch.grace is not None:
             trial.request_stop(INTERRUPTED, watch.grace, now)  # a shutdown during a timeout's grace shortens it

@@ -1,25 +1,25 @@
 """Trials as child processes of the tuner (`--backend=local`): a work queue over this machine's slots.
 
 The backend knows nothing about hyperparameters. A trial starts the moment a slot frees, with
-CUDA_VISIBLE_DEVICES set to its slot; its life (supervised start, timeout, stop, judgement)
-is runner.py's. A reaper thread per trial blocks on the trial's exit and hands it to the
-search's thread through a queue, so nothing polls: the search's thread sleeps until a trial
-ends or the next deadline (a timeout, the end of a kill grace) is due.
+CUDA_VISIBLE_DEVICES set to its slot; its life (start, timeout, stop, judgement) is
+runner.py's. All trials are children of one launcher (runner.Launcher, started with the backend
+so that the header can name its fence; see docs/dask.md "Process fence"), which reports each
+exit on its socket the moment it reaps it; nothing polls: the search's thread blocks on that
+socket until a trial ends or the next deadline (a timeout, the end of a kill grace) is due.
 """
 from __future__ import annotations
 
 import os
-import queue
-import threading
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 from ..devices import Slot
-from ..runner import (FAILED, INTERRUPTED, ProcessIdentity, TrialOutcome, TrialProcess, TrialSpec, build_env, judge_trial,
-                      open_regular, prepare_files, read_result, stop_stale_group)
-from .base import OnStart, take_all, wait_for_outcomes
+from ..runner import (FAILED, INTERRUPTED, Launcher, ProcessIdentity, TrialOutcome, TrialProcess, TrialSpec, build_env,
+                      judge_trial, open_regular, prepare_files, read_result, stop_stale_group)
+from .base import OnStart, wait_for_outcomes
 
 
 @dataclass
@@ -27,7 +27,6 @@ class _Running:
     spec: TrialSpec
     slot: Slot
     trial: TrialProcess
-    reaped: bool = False  # its reaper thread is started
 
 
 class LocalBackend:
@@ -38,11 +37,11 @@ class LocalBackend:
             raise ValueError("at least one slot is needed")
         self.slots = list(slots)
         self.kill_grace = kill_grace
-        self.description = f"{len(self.slots)} slot(s) [{', '.join(s.label for s in self.slots)}]"
+        self._launcher: Optional[Launcher] = None
+        self.description = f"{len(self.slots)} slot(s) [{', '.join(s.label for s in self.slots)}]; fence: {self._fence()}"
         self._free: Deque[Slot] = deque(self.slots)
         self._queue: Deque[TrialSpec] = deque()
-        self._running: Dict[int, _Running] = {}
-        self._exits: "queue.Queue[Tuple[int, int]]" = queue.Queue()  # (pid, supervisor's status) from the reapers
+        self._running: Dict[int, _Running] = {}  # by the launcher's trial id
         self._launching = True
         self._unstarted: List[TrialOutcome] = []  # trials whose process could not even start
         self._on_start = on_start
@@ -64,7 +63,6 @@ class LocalBackend:
         self._stop_launching()
         now = time.monotonic()
         for running in self._running.values():
-            self._start_reaper(running)  # a Ctrl-C between a launch and its reaper's start
             running.trial.request_stop(INTERRUPTED, self.kill_grace if grace is None else grace, now)
         outcomes: List[TrialOutcome] = []
         while self._running:
@@ -77,12 +75,23 @@ class LocalBackend:
             running.trial.kill_now()
 
     def close(self) -> None:
-        """Nothing to release: every trial has been reaped by then."""
+        """End the launcher: it kills whatever a finished trial left behind and exits."""
+        launcher, self._launcher = self._launcher, None
+        if launcher is not None:
+            launcher.close()
 
     def stop_leftover(self, identity: ProcessIdentity) -> bool:
         return stop_stale_group(identity)
 
     # -- internals --------------------------------------------------------------------------------
+    def _fence(self) -> str:
+        """What stops a trial's descendants here; the launcher says, so it is started now."""
+        try:
+            self._launcher = Launcher()
+        except OSError as error:
+            return f"none (the trial launcher could not start: {error})"
+        return self._launcher.fence
+
     def _stop_launching(self) -> None:
         self._launching = False
         self._queue.clear()  # never started: the journal still has them queued, for --resume
@@ -98,11 +107,13 @@ class LocalBackend:
         prepare_files(spec)  # an OSError here is the output dir's (search.py says so), not the trial's
         env = build_env(spec, slot.cuda_visible_devices)
         try:
+            if self._launcher is None or self._launcher.lost:
+                self._launcher = Launcher()
             # O_NOFOLLOW, O_NONBLOCK, regular files only: a trial may have swapped the fresh log
             # for a FIFO or a symlink in between (docs/security.md)
             log_fd = open_regular(spec.log_path, os.O_WRONLY)
             try:
-                trial = TrialProcess.start(spec.argv, env, spec.cwd, log_fd, spec.timeout, self.kill_grace)
+                trial = TrialProcess.start(self._launcher, spec.argv, env, spec.cwd, log_fd, spec.timeout, self.kill_grace)
             finally:
                 os.close(log_fd)
         except OSError as error:
@@ -110,18 +121,9 @@ class LocalBackend:
             self._free.append(slot)
             self._unstarted.append(TrialOutcome(spec, FAILED, None, None, slot, now, now, f"could not start: {error}"))
             return
-        running = self._running[trial.pid] = _Running(spec, slot, trial)
-        self._start_reaper(running)  # before on_start, which journals: a Ctrl-C there must not orphan it
+        self._running[trial.ident] = _Running(spec, slot, trial)  # before on_start, which journals: a Ctrl-C there must not orphan it
         if self._on_start is not None:
             self._on_start(spec, slot, ProcessIdentity.of(trial.pid))
-
-    def _start_reaper(self, running: _Running) -> None:
-        if not running.reaped:
-            threading.Thread(target=self._reap, args=(running.trial,), daemon=True, name=f"reap-{running.spec.key}").start()
-            running.reaped = True
-
-    def _reap(self, trial: TrialProcess) -> None:
-        self._exits.put((trial.pid, trial.process.wait()))
 
     def _enforce_deadlines(self, limit: Optional[float]) -> Optional[float]:
         """Act on every passed deadline; the seconds until the next one, at most `limit` (None: no deadline, no limit)."""
@@ -136,15 +138,23 @@ class LocalBackend:
 
     def _drain_exits(self, wait: Optional[float]) -> List[TrialOutcome]:
         """The outcomes of the trials that ended, waiting up to `wait` seconds (None: forever) for one."""
-        outcomes = (self._finish(pid, code) for pid, code in take_all(self._exits, wait))
+        launcher = self._launcher
+        if launcher is None:
+            return []
+        exits = launcher.exits(wait)
+        if launcher.lost:  # nobody will report these trials' ends: they died with their launcher
+            exits += [(ident, -signal.SIGKILL) for ident in self._running if ident not in {i for i, _ in exits}]
+            self._launcher = None
+            launcher.close()
+        outcomes = (self._finish(ident, code) for ident, code in exits)
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _finish(self, pid: int, supervisor_code: int) -> Optional[TrialOutcome]:
-        running = self._running.pop(pid, None)
+    def _finish(self, ident: int, status: int) -> Optional[TrialOutcome]:
+        running = self._running.pop(ident, None)
         if running is None:
             return None
         finished = time.monotonic()
-        exit_code = running.trial.finish(supervisor_code)
+        exit_code = running.trial.finish(status)
         self._free.append(running.slot)
         spec = running.spec
         status, score, message = judge_trial(spec, exit_code, running.trial.stop_reason,

@@ -30,7 +30,7 @@ class ReportState(str, enum.Enum):
     EXITED = "exited"  # the trial ran and ended: exit_code, stop_reason and the result are set
     NOT_STARTED = "not_started"  # the search was stopping already: --resume runs it
     NO_SHARED_FS = "no_shared_fs"  # the worker cannot see the tuner's files: the search must stop
-    START_FAILED = "start_failed"  # the supervisor could not be spawned
+    START_FAILED = "start_failed"  # the trial (or its launcher) could not be started
 
     __str__ = str.__str__
     __format__ = str.__format__

@@ -1,0 +1,306 @@
+"""One long-lived parent for every trial of a tuner (or of a Dask task): it stops what a trial leaves.
+
+Why: a per-trial process group misses whatever leaves it — a grandchild started with a new
+session, a double-forked daemon, a trial that calls setpgid itself — and those outlived the
+trial and the tuner. This launcher is made a child subreaper, so every orphaned descendant of a
+trial comes back to it whatever session or group it moved to, and each trial carries a random
+cookie in its environment (AUTOFINETUNE_TRIAL_COOKIE) by which the launcher finds its
+descendants in /proc, as Jenkins' ProcessTreeKiller does. cgroup v2 would be a tighter fence
+but is not used: see docs/dask.md ("Process fence").
+
+The tuner holds the other end of a socket pair (the lifeline). On end-of-file there — which the
+kernel delivers however the tuner died, SIGKILL included — or on PR_SET_PDEATHSIG's SIGTERM,
+every trial and every descendant carrying a cookie is SIGKILLed at once: nobody is left to
+wait for a grace. When a trial ends on its own, its status is written at once and its leftovers
+get SIGTERM, then SIGKILL after the trial's kill grace.
+
+Standard library only; run as `python -I -S _launcher.py FD PARENT_PID`. Protocol, one line
+each way: in, JSON `{"op": "start", "id", "argv", "env", "cwd", "grace"}` with the trial's log
+descriptor attached (SCM_RIGHTS), or `{"op": "signal", "id", "sig"}`; out, `ready FENCE`,
+`started ID PID`, `failed ID JSON-MESSAGE`, `exit ID STATUS` (STATUS negative for a signal).
+"""
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+COOKIE_ENV = "AUTOFINETUNE_TRIAL_COOKIE"
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+#: How often the final SIGKILL pass re-scans /proc: a descendant forking while it is being
+#: killed is found by the next pass.
+KILL_PASSES = 3
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError, ImportError):
+        return False
+
+
+def _proc_readable() -> bool:
+    return os.path.exists(f"/proc/{os.getpid()}/environ")
+
+
+class Launcher:
+    def __init__(self, sock: socket.socket, parent: int) -> None:
+        self.sock = sock
+        self.parent = parent
+        self.trials = {}  # pid -> (id, cookie, grace): running trials
+        self.cookies = {}  # id -> cookie, for running trials and those whose leftovers are being stopped
+        self.groups = {}  # id -> the trial's own process group (its pid)
+        self.cleanups = {}  # id -> when its leftovers get SIGKILL
+        self.buffer = b""
+        self.fds = []
+        self.tuner_gone = False
+        subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        self.proc = _proc_readable()
+        if subreaper and self.proc:
+            self.fence = "subreaper + environment cookie"
+        elif self.proc:
+            self.fence = "environment cookie (no subreaper: a descendant that drops the cookie is not stopped)"
+        else:
+            self.fence = "process groups only (no prctl or /proc: a descendant that leaves the trial's group is not stopped)"
+
+    # -- finding a trial's descendants ------------------------------------------------------------
+    def holders(self, cookies) -> dict:
+        """pid -> id of every process of this user carrying one of `cookies` in its environment."""
+        found = {}
+        if not self.proc or not cookies:
+            return found
+        needles = {(COOKIE_ENV + "=" + cookie + "\0").encode(): ident for ident, cookie in cookies.items()}
+        uid, me = os.getuid(), os.getpid()
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return found
+        for name in names:
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                if os.stat(f"/proc/{name}").st_uid != uid:
+                    continue
+                with open(f"/proc/{name}/environ", "rb") as handle:
+                    data = b"\0" + handle.read()
+            except OSError:
+                continue
+            for needle, ident in needles.items():
+                if b"\0" + needle in data:
+                    found[int(name)] = ident
+                    break
+        return found
+
+    def children(self) -> list:
+        """Every live child of this launcher: trials, and orphaned descendants reparented to it."""
+        if not self.proc:
+            return []
+        me, found = os.getpid(), []
+        try:
+            with open(f"/proc/{me}/task/{me}/children") as handle:
+                return [int(pid) for pid in handle.read().split()]
+        except OSError:
+            pass
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/stat", "rb") as handle:
+                        text = handle.read().decode(errors="replace")
+                    if int(text[text.rindex(")") + 2:].split()[1]) == me:
+                        found.append(int(name))
+                except (OSError, ValueError, IndexError):
+                    continue
+        return found
+
+    def signal_trials(self, idents, sig: int) -> None:
+        """`sig` to each trial's own group and every process carrying its cookie."""
+        passes = KILL_PASSES if sig == signal.SIGKILL else 1
+        for _ in range(passes):
+            for ident in idents:
+                group = self.groups.get(ident)
+                if group is not None:
+                    for target in (lambda: os.killpg(group, sig), lambda: os.kill(group, sig)):
+                        try:
+                            target()
+                        except OSError:
+                            pass
+            found = self.holders({i: self.cookies[i] for i in idents if i in self.cookies})
+            if set(idents) >= set(self.cookies):
+                # Orphans that came back to this subreaper without the cookie (a descendant that
+                # cleared its environment) belong to these trials when no other trial is known.
+                found.update(dict.fromkeys(self.children()))
+            for pid in found:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            self.reap()
+            if not found and sig == signal.SIGKILL:
+                break
+
+    # -- the tuner's requests -----------------------------------------------------------------------
+    def send(self, line: str) -> None:
+        try:
+            self.sock.sendall((line + "\n").encode())
+        except OSError:
+            self.tuner_gone = True
+
+    def start(self, request: dict, fd) -> None:
+        ident = int(request["id"])
+        cookie = os.urandom(16).hex()
+        env = dict(request.get("env") or {})
+        env[COOKIE_ENV] = cookie
+        argv = list(request["argv"])
+        if fd is None:
+            self.send(f"failed {ident} {json.dumps('no log descriptor came with the request')}")
+            return
+        try:
+            if not argv:
+                raise OSError("empty command line")
+            actions = [(os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)]
+            cwd = request.get("cwd")
+            if cwd:
+                os.stat(cwd)  # a missing cwd is a start failure, as with subprocess
+            pid = _spawn(argv, env, cwd, actions)
+        except OSError as error:
+            message = f"could not start {argv[0] if argv else '(nothing)'}: {error}"
+            try:
+                os.write(fd, f"autofinetune: {message}\n".encode())
+            except OSError:
+                pass
+            self.send(f"failed {ident} {json.dumps(str(error))}")
+            return
+        finally:
+            os.close(fd)
+        self.trials[pid] = (ident, float(request.get("grace", 5.0)))
+        self.cookies[ident] = cookie
+        self.groups[ident] = pid
+        self.send(f"started {ident} {pid}")
+
+    def handle(self, request: dict, fd) -> None:
+        if request.get("op") == "start":
+            self.start(request, fd)
+        elif request.get("op") == "signal":
+            ident = int(request["id"])
+            if ident in self.cookies:
+                self.signal_trials([ident], int(request["sig"]))
+
+    def read(self) -> None:
+        try:
+            # close-on-exec at once: a log queued for a later start must not leak into this one's trial
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 64, getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+        except InterruptedError:
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            self.tuner_gone = True
+            return
+        self.fds.extend(fds)
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            try:
+                request = json.loads(line)
+            except ValueError:
+                continue
+            fd = self.fds.pop(0) if request.get("op") == "start" and self.fds else None
+            self.handle(request, fd)
+
+    # -- children -----------------------------------------------------------------------------------
+    def reap(self) -> None:
+        """Wait for every child that ended: trials, and orphans that came back to this subreaper."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            trial = self.trials.pop(pid, None)
+            if trial is None:
+                continue
+            ident, grace = trial
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            self.send(f"exit {ident} {code}")
+            self.cleanups[ident] = time.monotonic() + grace
+            self.signal_trials([ident], signal.SIGTERM)
+
+    def due_cleanups(self) -> None:
+        now = time.monotonic()
+        due = [ident for ident, at in self.cleanups.items() if at <= now]
+        if due:
+            self.signal_trials(due, signal.SIGKILL)
+            for ident in due:
+                del self.cleanups[ident]
+                self.cookies.pop(ident, None)
+                self.groups.pop(ident, None)
+
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the tuner's to handle
+        if os.getppid() != self.parent:
+            self.tuner_gone = True  # the tuner died before PR_SET_PDEATHSIG was set
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ, "sock")
+        selector.register(wake_r, selectors.EVENT_READ, "wake")
+        self.send(f"ready {self.fence}")
+        while not self.tuner_gone:
+            timeout = max(0.0, min(self.cleanups.values()) - time.monotonic()) if self.cleanups else None
+            for key, _ in selector.select(timeout):
+                if key.data == "wake":
+                    try:
+                        while os.read(wake_r, 512):
+                            pass
+                    except OSError:
+                        pass
+                else:
+                    self.read()
+            self.reap()
+            self.due_cleanups()
+        # The tuner is gone: nobody will wait for a grace or read a status.
+        self.signal_trials(list(self.cookies), signal.SIGKILL)
+        return 0
+
+    def _on_term(self, signum, frame) -> None:
+        self.tuner_gone = True
+
+
+def _spawn(argv, env, cwd, actions) -> int:
+    """posix_spawn as the leader of its own process group; a cwd needs a chdir around it, as posix_spawn has none.
+
+    Its own group (not session): the launcher's session has no terminal already, and a trial
+    that calls setpgid(0, 0) keeps working (a session leader would get EPERM there).
+    """
+    resets = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ)  # as subprocess's restore_signals
+    if not cwd:
+        return os.posix_spawnp(argv[0], argv, env, file_actions=actions, setpgroup=0, setsigdef=resets)
+    here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.chdir(cwd)  # single-threaded: only this loop runs, so a chdir around the spawn is safe
+        return os.posix_spawnp(argv[0], argv, env, file_actions=actions, setpgroup=0, setsigdef=resets)
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
+def main(argv: list) -> int:
+    sock = socket.socket(fileno=int(argv[0]))
+    os.set_inheritable(sock.fileno(), False)
+    return Launcher(sock, int(argv[1])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,222 @@
+"""The launcher's protocol, driven through runner.Launcher / TrialProcess without a search around it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from autofinetune.runner import Launcher, TrialProcess
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fence tested here needs Linux")
+
+
+@pytest.fixture
+def launcher():
+    started = Launcher()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def _log(tmp_path: Path) -> int:
+    return os.open(tmp_path / "log.info", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+
+def _start(launcher: Launcher, tmp_path: Path, code: str, timeout=None, grace: float = 0.5) -> TrialProcess:
+    fd = _log(tmp_path)
+    try:
+        return TrialProcess.start(launcher, [sys.executable, "-c", textwrap.dedent(code), str(tmp_path)], dict(os.environ),
+                                  str(tmp_path), fd, timeout, grace)
+    finally:
+        os.close(fd)
+
+
+def _wait(trial: TrialProcess, seconds: float = 30.0) -> int:
+    """Drive the trial as a backend does: enforce deadlines, block on the launcher until the next one."""
+    give_up = time.monotonic() + seconds
+    while time.monotonic() < give_up:
+        now = time.monotonic()
+        trial.enforce(now)
+        due = trial.wakeup()
+        wait = 0.5 if due is None else max(0.0, min(0.5, due - now))
+        for ident, status in trial.launcher.exits(wait):
+            if ident == trial.ident:
+                return trial.finish(status)
+    raise AssertionError("the trial did not end in time")
+
+
+def _alive_and_ours(pid: int, marker: str) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def _gone(pid: int, marker: str, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive_and_ours(pid, marker):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_launcher_names_its_fence(launcher: Launcher):
+    assert launcher.fence == "subreaper + environment cookie"
+
+
+def test_start_runs_the_trial_in_its_own_group_with_output_in_the_log(launcher: Launcher, tmp_path: Path):
+    trial = _start(launcher, tmp_path, """
+        import os, sys
+        print("pgid", os.getpgid(0) == os.getpid(), "cookie" , len(os.environ["AUTOFINETUNE_TRIAL_COOKIE"]), flush=True)
+        print("to stderr", file=sys.stderr, flush=True)
+    """)
+    assert trial.pid > 0
+    assert _wait(trial) == 0
+    text = (tmp_path / "log.info").read_text()
+    assert "pgid True cookie 32" in text and "to stderr" in text
+
+
+def test_the_exit_status_and_the_killing_signal_are_reported_exactly(launcher: Launcher, tmp_path: Path):
+    assert _wait(_start(launcher, tmp_path, "raise SystemExit(7)")) == 7
+    assert _wait(_start(launcher, tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGUSR1)")) == -signal.SIGUSR1
+
+
+def test_a_trial_that_cannot_start_is_an_oserror_with_a_message(launcher: Launcher, tmp_path: Path):
+    fd = _log(tmp_path)
+    try:
+        with pytest.raises(OSError, match="No such file"):
+            TrialProcess.start(launcher, [str(tmp_path / "missing")], dict(os.environ), None, fd, None, 0.5)
+    finally:
+        os.close(fd)
+    assert "could not start" in (tmp_path / "log.info").read_text()
+    assert _wait(_start(launcher, tmp_path, "pass")) == 0  # the launcher goes on
+
+
+def test_timeout_terms_then_kills_a_trial_that_ignores_sigterm(launcher: Launcher, tmp_path: Path):
+    trial = _start(launcher, tmp_path, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)",
+                   timeout=0.5, grace=0.3)
+    began = time.monotonic()
+    assert _wait(trial) == -signal.SIGKILL
+    assert trial.stop_reason == "timeout"
+    assert time.monotonic() - began < 5
+
+
+def test_kill_now_kills_at_once(launcher: Launcher, tmp_path: Path):
+    trial = _start(launcher, tmp_path, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)")
+    deadline = time.monotonic() + 10
+    while "up" not in (tmp_path / "log.info").read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)  # SIGTERM before the handler is set would end it: not what is tested
+    trial.request_stop("interrupted", 60.0, time.monotonic())
+    trial.kill_now()
+    began = time.monotonic()
+    assert _wait(trial) == -signal.SIGKILL
+    assert time.monotonic() - began < 5 and trial.stop_reason == "interrupted"
+
+
+ESCAPER = """
+    import os, subprocess, sys, time
+    tmp = sys.argv[1]
+    child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)", tmp],
+                             start_new_session=True)
+    open(os.path.join(tmp, "escaped.pid"), "w").write(str(child.pid))
+    time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0)
+"""
+
+
+def _escaped(tmp_path: Path) -> int:
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "escaped.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return int((tmp_path / "escaped.pid").read_text())
+
+
+def _kill_if_ours(tmp_path: Path) -> None:
+    path = tmp_path / "escaped.pid"
+    if path.exists() and path.read_text().strip():
+        pid = int(path.read_text())
+        if _alive_and_ours(pid, str(tmp_path)):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_trials_end_stops_its_escaped_descendants_term_then_kill(launcher: Launcher, tmp_path: Path):
+    try:
+        trial = _start(launcher, tmp_path, ESCAPER, grace=0.3)
+        assert _wait(trial) == 0
+        assert _gone(_escaped(tmp_path), str(tmp_path))
+    finally:
+        _kill_if_ours(tmp_path)
+
+
+def test_end_of_file_on_the_lifeline_kills_every_trial_and_descendant(tmp_path: Path):
+    """A tuner SIGKILLed with a trial running: the launcher reads end-of-file and kills all."""
+    tuner_code = textwrap.dedent(f"""
+        import os, signal, sys, time
+        from autofinetune.runner import Launcher, TrialProcess
+        launcher = Launcher()
+        fd = os.open({str(tmp_path / 'log.info')!r}, os.O_WRONLY | os.O_CREAT, 0o644)
+        trial = TrialProcess.start(launcher, [sys.executable, "-c", {textwrap.dedent(ESCAPER)!r}, {str(tmp_path)!r}, "60"],
+                                   dict(os.environ), None, fd, None, 30.0)
+        print(trial.pid, launcher.process.pid, flush=True)
+        time.sleep(60)
+    """)
+    tuner = subprocess.Popen([sys.executable, "-c", tuner_code], stdout=subprocess.PIPE, text=True)
+    try:
+        trial_pid, launcher_pid = (int(word) for word in tuner.stdout.readline().split())
+        escaped = _escaped(tmp_path)
+        tuner.kill()
+        tuner.wait(timeout=10)
+        assert _gone(escaped, str(tmp_path)), "the escaped descendant outlived the tuner"
+        assert _gone(trial_pid, str(tmp_path)), "the trial outlived the tuner"
+        assert _gone(launcher_pid, "_launcher.py"), "the launcher outlived the tuner"
+    finally:
+        if tuner.poll() is None:
+            tuner.kill()
+            tuner.wait()
+        _kill_if_ours(tmp_path)
+
+
+def test_an_orphan_that_clears_its_environment_is_stopped_with_the_only_trial(launcher: Launcher, tmp_path: Path):
+    """No cookie left to find it by: the subreaper took it in, and one trial is all it can belong to."""
+    try:
+        trial = _start(launcher, tmp_path, """
+            import os, sys, time
+            tmp = sys.argv[1]
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    open(os.path.join(tmp, "escaped.pid"), "w").write(str(os.getpid()))
+                    os.execve(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", tmp], {})
+                os._exit(0)
+            time.sleep(0.5)
+        """, grace=0.3)
+        escaped = _escaped(tmp_path)
+        assert _wait(trial) == 0
+        assert _gone(escaped, str(tmp_path))
+    finally:
+        _kill_if_ours(tmp_path)
+
+
+def test_resume_stops_a_leftover_trial_through_its_old_launcher(tmp_path: Path):
+    """runner.stop_stale_group with the journaled trial identity: it tells the launcher still
+    parenting that trial to stop everything, which also takes the escaped descendant down."""
+    from autofinetune.runner import ProcessIdentity, stop_stale_group
+
+    old = Launcher()
+    try:
+        trial = _start(old, tmp_path, ESCAPER.replace('sys.argv[2]) if len(sys.argv) > 2 else 0', '60)'), grace=30.0)
+        escaped = _escaped(tmp_path)
+        assert stop_stale_group(ProcessIdentity.of(trial.pid), grace=0.5)
+        assert _gone(escaped, str(tmp_path)), "the escaped descendant of the leftover trial lived on"
+        assert old.process.wait(timeout=10) == 0
+    finally:
+        old.close()
+        _kill_if_ours(tmp_path)
