@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, overload
 
-from .reporting import write_atomically
+from .reporting import umask_mode, write_atomically
 from .rules import better
 from .runner import Status, file_kind, open_regular
 
@@ -83,15 +83,10 @@ class TrialRecord:
         return record
 
 
-#: The process umask, read once at import (reading it means setting it).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
 def write_atomic(path: Path, text: str) -> None:
     """A view file, swapped in whole; with the mode any file of the user's gets (the umask, not
     mkstemp's 0600), so teammates who can read the output dir can read the views too."""
-    write_atomically(path, text, mode=0o666 & ~_UMASK)
+    write_atomically(path, text, mode=umask_mode())
 
 
 def _json_default(value: Any) -> Any:
@@ -247,7 +242,7 @@ class SearchRecords:
         with self._lock:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                             0o666 & ~_UMASK)
+                             umask_mode())
             except OSError as error:
                 if error.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ETXTBSY):
                     raise
@@ -311,11 +306,6 @@ class SearchRecords:
             self._cancel_timer()
             if self._stale or self._unsorted:
                 self.write_views()
-
-    def stop(self) -> None:
-        """No more deferred rewrites (the tuner is going, whatever happened)."""
-        with self._lock:
-            self._cancel_timer()
 
     def ordered(self) -> List[TrialRecord]:
         return [r.record for r in self._rendered]

@@ -6,6 +6,7 @@ puts in the trial's environment, so a script in any language can take part (the 
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -49,12 +50,14 @@ def report_final_result(score: Any) -> None:
         "pid": os.getpid(),
         "time": time.time(),
     }
-    write_atomically(path, json.dumps(record), durable=True, mode=_umask_mode())
+    write_atomically(path, json.dumps(record), durable=True, mode=umask_mode())
 
 
-def _umask_mode() -> int:
+@functools.lru_cache(maxsize=None)
+def umask_mode() -> int:
     """The mode any new file of the user's gets (mkstemp alone makes 0600): every file of the
-    output dir follows one policy, the umask (README, 'The output tree')."""
+    output dir follows one policy, the umask (README, 'The output tree'). Read once per process:
+    reading the umask means setting it, which must not race a thread creating files."""
     umask = os.umask(0o022)
     os.umask(umask)
     return 0o666 & ~umask

@@ -168,13 +168,6 @@ class ProcessIdentity:
         return self.boot_id is not None and self.boot_id != boot_id()
 
 
-def signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def stop_stale_group(identity: ProcessIdentity, grace: float = 2.0) -> bool:
     """Stop what is left of a trial group from a killed tuner run; True if something was found.
 

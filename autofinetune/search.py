@@ -213,11 +213,11 @@ class Search:
         self.strategy_options = check_strategy(config.tuning_strategy, self.space.dim, config.popsize,
                                                config.strategy_options, config.asynchronous)
         self.evaluator: Evaluator = make_evaluator(config.evaluator, config.resume_epochs)
-        program = tuple(config.program())
-        TrialCommand(program, self.space, tuple(config.passthrough), self.evaluator.options, self.evaluator.name).check()
-        self.accepted = self._preflight(program)
-        self.command = TrialCommand(program, self.space, tuple(config.passthrough), self.evaluator.options, self.evaluator.name,
-                                    accepted=self.accepted.options)
+        command = TrialCommand(tuple(config.program()), self.space, tuple(config.passthrough), self.evaluator.options,
+                               self.evaluator.name)
+        command.check()
+        self.accepted = self._preflight(command.program)
+        self.command = dataclasses.replace(command, accepted=self.accepted.options)
         self.threads = self._thread_budget()
         self.replayed: Optional[SearchState] = None
         self.seed: int = config.seed if config.seed is not None else secrets.randbelow(2**31 - 1) + 1
