@@ -89,9 +89,16 @@ def _train_digits(job: Tuple[Dict[str, float], int]) -> List[float]:
     return curve
 
 
+DIGITS_SEED = 20261202
+
+
+def digits_configs(n_configs: int) -> List[Dict[str, float]]:
+    rng = random.Random(DIGITS_SEED)
+    return [_sample_digits_config(rng) for _ in range(n_configs)]
+
+
 def regenerate_digits(n_configs: int, epochs: int, jobs: int) -> None:
-    rng = random.Random(20261202)
-    configs = [_sample_digits_config(rng) for _ in range(n_configs)]
+    configs = digits_configs(n_configs)
     started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         curves = pool.map(_train_digits, [(config, epochs) for config in configs], chunksize=1)
@@ -102,8 +109,9 @@ def regenerate_digits(n_configs: int, epochs: int, jobs: int) -> None:
         "source": "examples/image_classification/train.py main(), CPU, --seed=0; validation accuracy after each epoch",
         "epochs": epochs,
         "seconds": round(seconds, 1),
-        "trials": [{"config": {k: round(v, 8) if isinstance(v, float) else v for k, v in config.items()},
-                    "curve": curve} for config, curve in zip(configs, curves)],
+        # the configurations exactly as trained (json keeps a float's every digit): rounded, a
+        # learning rate would train a slightly different curve
+        "trials": [{"config": config, "curve": curve} for config, curve in zip(configs, curves)],
     }
     trials = ",\n".join(json.dumps(trial) for trial in data.pop("trials"))  # one trial a line
     head = json.dumps(data, indent=1)[:-2]
