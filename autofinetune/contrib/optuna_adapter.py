@@ -102,6 +102,11 @@ class OptunaStrategy(Strategy):
         self._points = [self._point_of(trial) for trial in self._trials]
 
     def _make_sampler(self, optuna: Any, seed: int, **options: float) -> Any:
+        """The sampler, built from the seed the replay contract needs and the registry's options.
+
+        Called with Optuna imported and its logging quieted, so a subclass names only the
+        sampler and its arguments.
+        """
         raise NotImplementedError
 
     # -- the contract ----------------------------------------------------------------------
