@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import pytest
@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("optuna", reason="Optuna is not installed: pip install -e \".[test]\" (or \"autofinetune[optuna]\")")
 
 from autofinetune.errors import ConfigError  # noqa: E402
-from autofinetune.strategies import available, check_strategy, get_info, make_strategy  # noqa: E402
+from autofinetune.strategies import available, check_strategy, make_strategy  # noqa: E402
 from autofinetune.testing.strategies import StrategyTestCase, determinism_run, quadratic, run_rounds  # noqa: E402
 from conftest import run_cli  # noqa: E402
 
