@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .reporting import report_final_result
+from .reporting import report_final_result, report_intermediate_result
 
 __version__ = "0.1.0"
-__all__ = ["report_final_result", "tune", "SearchSpace", "__version__"]
+__all__ = ["report_final_result", "report_intermediate_result", "tune", "SearchSpace", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

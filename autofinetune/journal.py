@@ -145,6 +145,20 @@ class InterruptedEvent(Event):
 
 
 @dataclass
+class IntermediateEvent(Event):
+    """A trial attempt's intermediate result (docs/pruning.md). Written without its own fsync:
+    the attempt's `finish` (or `retry`) is fsync'd after it, so every report of an attempt
+    whose end is journaled is on disk; reports of an attempt that never ended are not needed."""
+
+    kind: ClassVar[str] = "intermediate"
+    round: int
+    index: int
+    step: int
+    score: float
+    attempt: int = 0
+
+
+@dataclass
 class RoundEvent(Event):
     """Every trial of the round has finished and the strategy was told (both modes)."""
 
@@ -164,8 +178,8 @@ class ToldEvent(Event):
 
 EVENTS: Dict[str, Type[Event]] = {cls.kind: cls for cls in
                                   (StartEvent, ResumeEvent, QueuedEvent, StartedEvent, FinishEvent, RetryEvent,
-                                   InterruptedEvent, RoundEvent, ToldEvent)}
-_INT_FIELDS = ("round", "index", "attempt", "pid")
+                                   InterruptedEvent, RoundEvent, ToldEvent, IntermediateEvent)}
+_INT_FIELDS = ("round", "index", "attempt", "pid", "step")
 
 
 def decode(data: Any, where: str) -> Event:
@@ -190,6 +204,9 @@ def decode(data: Any, where: str) -> Event:
                                f"the journal is damaged; fix: restore it from a backup, or delete that line")
     if cls is FinishEvent:
         values["trial"] = _decode_trial(values["trial"], where)
+    elif cls is IntermediateEvent and (isinstance(values["score"], bool) or not isinstance(values["score"], (int, float))):
+        raise JournalError(f"{where}: the 'intermediate' event's score is {str(values['score'])[:40]!r}, not a number; "
+                           f"the journal is damaged; fix: restore it from a backup, or delete that line")
     elif cls in (StartEvent, ResumeEvent) and not isinstance(values["config"], dict):
         raise JournalError(f"{where}: the {kind!r} event's config is not an object; the journal is damaged")
     try:
@@ -281,6 +298,11 @@ class SearchState:
     interrupted: Dict[Key, InterruptedEvent] = field(default_factory=dict)
     round_events: Dict[int, RoundEvent] = field(default_factory=dict)
     told: List[Key] = field(default_factory=list)
+    #: Intermediate results by attempt, (round, index, attempt) -> [(step, score)...].
+    intermediates: Dict[Tuple[int, int, int], List[Tuple[int, float]]] = field(default_factory=dict)
+    #: What the pruner heard, in journal order: ("report", attempt, (step, score)) and
+    #: ("end", attempt, status) entries; `pruner_history` keeps those of attempts that ended.
+    pruning_log: List[Tuple[str, Tuple[int, int, int], Any]] = field(default_factory=list)
     #: The last run ended with a shutdown (Ctrl-C, SIGTERM) that journaled its stopped trials.
     stopped_by_user: bool = False
 
@@ -351,6 +373,17 @@ class SearchState:
                 found[key[1]] = record.point
         return found
 
+    def curve(self, trial: TrialRecord) -> List[Tuple[int, float]]:
+        """The intermediate results of the attempt that is the trial's (finished) record."""
+        return self.intermediates.get((trial.round, trial.index, trial.attempt), [])
+
+    def pruner_history(self) -> List[Tuple[str, Tuple[int, int, int], Any]]:
+        """What a pruner must hear again on --resume to make the same decisions: every report
+        and end of the attempts whose end is journaled, in journal order (an attempt cut off by
+        the tuner's death runs again and reports afresh)."""
+        ended = {attempt for kind, attempt, _ in self.pruning_log if kind == "end"}
+        return [entry for entry in self.pruning_log if entry[1] in ended]
+
     @property
     def finished_search(self) -> bool:
         rounds = self.rounds
@@ -391,8 +424,15 @@ def replay_events(events: Iterable[Event], path: Path, torn: bool = False) -> Se
                 state.finish_order.remove(key)
             state.finished[key] = event.trial
             state.finish_order.append(key)
+            if event.trial.status != Status.INTERRUPTED:
+                state.pruning_log.append(("end", (*key, event.trial.attempt), _pruner_status(event.trial.status)))
         elif isinstance(event, RetryEvent):
             state.retries.append(event)
+            state.pruning_log.append(("end", (event.round, event.index, event.attempt), "failed"))
+        elif isinstance(event, IntermediateEvent):
+            attempt = (event.round, event.index, event.attempt)
+            state.intermediates.setdefault(attempt, []).append((event.step, float(event.score)))
+            state.pruning_log.append(("report", attempt, (event.step, float(event.score))))
         elif isinstance(event, InterruptedEvent):
             key = (event.round, event.index)
             state.interrupted[key] = event
@@ -402,6 +442,11 @@ def replay_events(events: Iterable[Event], path: Path, torn: bool = False) -> Se
         elif isinstance(event, ToldEvent):
             state.told.append((event.round, event.index))
     return state
+
+
+def _pruner_status(status: str) -> str:
+    """A trial's end as a pruner hears it: ok, pruned, or failed (every other way to end)."""
+    return status if status in (Status.OK, Status.PRUNED) else "failed"
 
 
 def _finite(value: Any) -> Optional[float]:
@@ -450,7 +495,9 @@ class Journal:
             os.fsync(self._fd)
             log.warning("%s: cut off a torn last line (%d bytes) left by a run that stopped mid-write", self.path, size - keep)
 
-    def append(self, event: Event) -> None:
+    def append(self, event: Event, durable: bool = True) -> None:
+        """Append one event; `durable` fsyncs it before returning (see IntermediateEvent for
+        the one kind that waits for the next durable append instead)."""
         if self._fd is None:
             raise ValueError(f"journal {self.path} is closed")
         line = (json.dumps(event.to_json(), default=_json_default, allow_nan=True) + "\n").encode()
@@ -460,7 +507,8 @@ class Journal:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
-            os.fsync(self._fd)
+            if durable:
+                os.fsync(self._fd)
         except OSError as error:
             try:  # leave no half record behind for the next append to glue onto
                 os.ftruncate(self._fd, before)
@@ -484,4 +532,4 @@ def _json_default(value: Any) -> Any:
 
 __all__ = ["JOURNAL", "SCHEMA_VERSION", "Journal", "JournalError", "SearchState", "replay", "read_events", "Event",
            "StartEvent", "ResumeEvent", "QueuedEvent", "StartedEvent", "FinishEvent", "RetryEvent", "InterruptedEvent",
-           "RoundEvent", "ToldEvent"]
+           "RoundEvent", "ToldEvent", "IntermediateEvent"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from .errors import ConfigError
+from .pruners import PRUNER_NAMES, pruner_options
 
 #: What a resume does with an option: "match" refuses a different value, "free" takes the new one.
 MATCH, FREE = "match", "free"
@@ -127,6 +128,10 @@ def known_backend(value: str) -> Optional[str]:
     return None if value in BACKENDS else f"unknown backend; choose one of {', '.join(BACKENDS)}"
 
 
+def known_pruner(value: str) -> Optional[str]:
+    return None if value in PRUNER_NAMES else f"unknown pruner; choose one of {', '.join(PRUNER_NAMES)}"
+
+
 OPTIONS: Tuple[Option, ...] = (
     Option("gpu", "--gpu", str, None, "GPU ids, comma separated; 0,0 = two trials on GPU 0 (default: all GPUs pynvml finds, else CPU slots)"),
     Option("popsize", "--popsize", int, 5, "candidates per round (default 5)", between(1, 10_000, "; for a larger budget, add rounds"), MATCH, "popsize"),
@@ -162,6 +167,16 @@ OPTIONS: Tuple[Option, ...] = (
     Option("asynchronous", "--async", bool, False,
            "a freed slot starts the candidate's next trial at once instead of waiting for the round's slowest (pshe2 only; not bit-repeatable)",
            None, MATCH, "asynchronous", legacy=False),
+    Option("pruner", "--pruner", str, "none",
+           "stop trials whose intermediate results are hopeless: none (default) | median | asha (see docs/pruning.md)",
+           known_pruner, MATCH, "pruner", legacy="none"),
+    Option("pruner_options", "--pruner_option", dict, None,
+           "a pruner setting, NAME=VALUE, repeatable (" + "; ".join(
+               f"{name}: " + ", ".join(o.name for o in pruner_options(name)) for name in PRUNER_NAMES if pruner_options(name))
+           + "; see docs/pruning.md)",
+           None, MATCH, "pruner_options", legacy={}, metavar="NAME=VALUE"),
+    Option("prune_grace", "--prune_grace", float, 30.0,
+           "seconds a pruned trial has, once asked to stop, before SIGTERM (default 30)", non_negative_seconds, FREE, "prune_grace"),
 )
 BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
 
@@ -180,6 +195,11 @@ def validate(values: Mapping[str, Any]) -> Dict[str, Any]:
         checked[name] = BY_NAME[name].validate(value)
     if checked["strategy_options"] is None:
         checked["strategy_options"] = {}
+    if checked["pruner_options"] is None:
+        checked["pruner_options"] = {}
+    if checked["pruner_options"] and checked["pruner"] == "none":
+        raise ConfigError(f"--pruner_option {next(iter(checked['pruner_options']))}=...: needs a pruner; "
+                          f"fix: add --pruner=median or --pruner=asha, or drop the option")
     if checked["scheduler_address"] and checked["backend"] != "dask":
         raise ConfigError(f"--scheduler_address={checked['scheduler_address']} needs --backend=dask; fix: add --backend=dask or drop the address")
     return checked
@@ -205,7 +225,7 @@ def resume_conflicts(old: Mapping[str, Any], new: Mapping[str, Any]) -> Optional
 
 # -- the CLI -------------------------------------------------------------------------------------
 class _KeyValue(argparse.Action):
-    """`--strategy_option alpha=0.3`, repeatable, into a dict."""
+    """`--strategy_option alpha=0.3` (or `--pruner_option`), repeatable, into a dict."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Optional[str] = None) -> None:
         text = str(values)

@@ -59,15 +59,33 @@ class TrialRecord:
     model_dir: str = ""
     message: str = ""
     attempt: int = 0
+    #: The last intermediate step the trial reported (None: it reported none).
+    last_step: Optional[int] = None
+    #: A pruned trial: the step at whose report the pruner stopped it, and the score the
+    #: strategy is told for it (docs/pruning.md, "What a pruned trial counts for").
+    pruned_step: Optional[int] = None
+    told_score: Optional[float] = None
 
     @property
     def ok(self) -> bool:
         return self.status == Status.OK and self.score is not None
 
     @property
+    def pruned(self) -> bool:
+        return self.status == Status.PRUNED
+
+    @property
     def loss(self) -> Optional[float]:
-        """What strategies minimise (the tuners minimise 1 - score); None for a failure."""
-        return 1.0 - self.score if self.ok else None
+        """What strategies minimise (the tuners minimise 1 - score); None for a failure.
+
+        A pruned trial counts with its `told_score`: its last intermediate score, capped at the
+        worst final score when it was pruned, so it never looks better than a trial that finished.
+        """
+        if self.ok:
+            return 1.0 - self.score  # type: ignore[operator]
+        if self.pruned and self.told_score is not None and math.isfinite(self.told_score):
+            return 1.0 - self.told_score
+        return None
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
@@ -154,6 +172,8 @@ class SearchRecords:
     best: Optional[TrialRecord] = None
     #: Finished trials that did not succeed, kept as they are added (a snapshot must not count them).
     failed: int = 0
+    #: Finished trials the pruner stopped (neither a success nor a failure).
+    pruned: int = 0
     interval: float = VIEW_INTERVAL
 
     def __post_init__(self) -> None:
@@ -176,8 +196,10 @@ class SearchRecords:
         self._timer: Optional[threading.Timer] = None
 
     def _index(self, record: TrialRecord) -> None:
-        if not record.ok:
+        if not record.ok and not record.pruned:
             self.failed += 1
+        if record.pruned:
+            self.pruned += 1
         self._by_key[(record.round, record.index)] = record
 
     def _render(self, record: TrialRecord) -> None:

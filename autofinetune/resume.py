@@ -59,7 +59,10 @@ def read_for_resume(config: "SearchConfig") -> SearchState:
     then = dict(old)
     if old.get("strategy") == config.tuning_strategy:  # else the strategy itself is the difference named
         then["strategy_options"] = _normalised_strategy_options(config, old.get("strategy_options") or {})
-    conflict = resume_conflicts(then, {**config.options, "strategy_options": _normalised_strategy_options(config, config.strategy_options)})
+    if old.get("pruner", "none") == config.pruner:  # else the pruner itself is the difference named
+        then["pruner_options"] = _normalised_pruner_options(config.pruner, old.get("pruner_options") or {})
+    conflict = resume_conflicts(then, {**config.options, "strategy_options": _normalised_strategy_options(config, config.strategy_options),
+                                       "pruner_options": _normalised_pruner_options(config.pruner, config.pruner_options)})
     if conflict:
         raise ConfigError(conflict)
     if config.seed is not None and config.seed != old.get("seed"):
@@ -80,6 +83,28 @@ def _normalised_strategy_options(config: "SearchConfig", given: Dict[str, Any]) 
     return check_strategy(config.tuning_strategy, config.space.dim, config.popsize, given, config.asynchronous)
 
 
+def _normalised_pruner_options(name: str, given: Dict[str, Any]) -> Dict[str, Any]:
+    """Pruner options with the defaults filled in, as a new search would journal them."""
+    from .pruners import check_pruner_options
+
+    return check_pruner_options(name, {key: str(value) for key, value in given.items()})
+
+
+def _restore_pruning(search: "Search", state: SearchState) -> None:
+    """The pruner hears again, in journal order, every report and end of the attempts that
+    ended, so it makes the decisions the dead tuner would have made (docs/pruning.md); the
+    curves of the kept trials come back for the views, and so does the worst final score."""
+    for kind, attempt, value in state.pruner_history():
+        if kind == "report":
+            search.pruner.report(attempt, value[0], value[1])
+        else:
+            search.pruner.finished(attempt, value)
+    for trial in state.kept:
+        search.curves[(trial.round, trial.index)] = list(state.curve(trial))
+        if trial.ok and trial.score is not None:
+            search.worst_final = trial.score if search.worst_final is None else min(search.worst_final, trial.score)
+
+
 def restore(search: "Search", state: SearchState) -> None:
     """Rebuild the search's records, strategy, evaluator and policy from the replayed journal."""
     _stop_leftovers(search, state)
@@ -91,6 +116,8 @@ def restore(search: "Search", state: SearchState) -> None:
         if recovered is not None:
             search.journal.append(FinishEvent(trial=recovered))
             kept[key] = recovered
+            state.pruning_log.append(("end", (*key, recovered.attempt), "ok" if recovered.ok else "failed"))
+    _restore_pruning(search, state)
     replay_check = _ReplayCheck(search.config.tuning_strategy)
     if isinstance(search.policy, AsyncPolicy):
         _restore_async(search, search.policy, state, kept, replay_check)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .devices import Slot
-from .reporting import RESULT_FILE_ENV, TRIAL_TOKEN_ENV
+from .reporting import INTERMEDIATE_FILE_ENV, RESULT_FILE_ENV, STOP_FILE_ENV, TRIAL_TOKEN_ENV
 
 
 class Status(str, enum.Enum):
@@ -49,12 +49,15 @@ class Status(str, enum.Enum):
     INVALID = "invalid"
     TIMEOUT = "timeout"
     INTERRUPTED = "interrupted"
+    #: Stopped early by the pruner (docs/pruning.md): a deliberate stop, not a failure.
+    PRUNED = "pruned"
 
     __str__ = str.__str__  # f"{status}" and str(status) say "ok", not "Status.OK"
     __format__ = str.__format__
 
 
-OK, FAILED, INVALID, TIMEOUT, INTERRUPTED = Status.OK, Status.FAILED, Status.INVALID, Status.TIMEOUT, Status.INTERRUPTED
+OK, FAILED, INVALID, TIMEOUT, INTERRUPTED, PRUNED = (Status.OK, Status.FAILED, Status.INVALID, Status.TIMEOUT, Status.INTERRUPTED,
+                                                     Status.PRUNED)
 
 LAUNCHER = str(Path(__file__).with_name("_launcher.py"))
 #: A trial that exits 130 was interrupted (Ctrl-C's conventional status), not failed.
@@ -91,6 +94,12 @@ class TrialSpec:
     timeout: Optional[float] = None
     env: Dict[str, str] = field(default_factory=dict)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
+    #: Where the trial appends its intermediate results, and where the tuner's request to stop
+    #: appears (docs/pruning.md, "The file protocol"); None: the trial is given neither.
+    intermediate_path: Optional[Path] = None
+    stop_path: Optional[Path] = None
+    #: Seconds between the request to stop (the stop file) and SIGTERM.
+    prune_grace: float = 30.0
 
 
 @dataclass
@@ -223,6 +232,10 @@ def build_env(spec: TrialSpec, cuda_visible_devices: str, base: Optional[Mapping
     env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
     env[RESULT_FILE_ENV] = str(spec.result_path)
     env[TRIAL_TOKEN_ENV] = spec.token
+    if spec.intermediate_path is not None:
+        env[INTERMEDIATE_FILE_ENV] = str(spec.intermediate_path)
+    if spec.stop_path is not None:  # only under a pruner: nothing else ever asks a trial to stop
+        env[STOP_FILE_ENV] = str(spec.stop_path)
     env.setdefault("PYTHONUNBUFFERED", "1")  # logs a user can tail while the trial runs
     return env
 
@@ -326,6 +339,10 @@ def prepare_files(spec: TrialSpec) -> None:
     """
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     clear_path(spec.result_path)
+    if spec.stop_path is not None:
+        clear_path(spec.stop_path)  # an earlier attempt's stop request is not this one's
+    if spec.intermediate_path is not None:
+        os.close(create_log(spec.intermediate_path))
     os.close(create_log(spec.log_path))
 
 
@@ -462,26 +479,39 @@ class TrialProcess:
     """A started trial: its launcher and id, and the one state machine that stops it.
 
     Stopping is TERM to the trial and every descendant the launcher attributes to it, then KILL
-    once the grace is over; a timeout and the tuner's shutdown are the same stop with different
-    reasons. The owner waits for the launcher's exit reports, calls `enforce` at `wakeup()` and
-    `finish` once the trial has exited.
+    once the grace is over; a timeout, the tuner's shutdown and a pruning are the same stop
+    with different reasons. A pruning starts with a request instead of a signal: the tuner
+    creates the trial's stop file, which `report_intermediate_result` reads, and TERM follows
+    `prune_grace` seconds later if the trial has not ended by then (docs/pruning.md). The stop
+    file is looked for here, where the trial runs, so a Dask worker enforces it as the tuner's
+    machine does. The owner waits for the launcher's exit reports, calls `enforce` at
+    `wakeup()` and `finish` once the trial has exited.
     """
 
+    #: Seconds between looks for the stop file (one stat each).
+    STOP_FILE_POLL = 0.2
+
     def __init__(self, launcher: Launcher, ident: int, pid: int, started: float, timeout: Optional[float],
-                 kill_grace: float) -> None:
+                 kill_grace: float, stop_path: Optional[Path] = None, prune_grace: float = 30.0) -> None:
         self.launcher = launcher
         self.ident = ident
         self.pid = pid
         self.started = started
         self.deadline = started + timeout if timeout else None
         self.kill_grace = kill_grace
-        self.stop_reason: Optional[Status] = None  # TIMEOUT or INTERRUPTED once asked to stop
+        self.stop_path = stop_path
+        self.prune_grace = prune_grace
+        self.stop_reason: Optional[Status] = None  # TIMEOUT, INTERRUPTED or PRUNED once asked to stop
+        self.term_at: Optional[float] = None  # a pruning's TERM, once its grace is over
         self.kill_at: Optional[float] = None
+        self._next_stop_look = started
+        self._termed = False
         self._killed = False
 
     @classmethod
     def start(cls, launcher: Launcher, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int,
-              timeout: Optional[float], kill_grace: float) -> "TrialProcess":
+              timeout: Optional[float], kill_grace: float, stop_path: Optional[Path] = None,
+              prune_grace: float = 30.0) -> "TrialProcess":
         """Start the trial through `launcher`, its output to the file descriptor `output`; OSError if it cannot start."""
         started = time.monotonic()
         try:
@@ -492,27 +522,44 @@ class TrialProcess:
             except OSError:
                 pass
             raise
-        return cls(launcher, ident, pid, started, timeout, kill_grace)
+        return cls(launcher, ident, pid, started, timeout, kill_grace, stop_path, prune_grace)
 
     def request_stop(self, reason: Status, grace: float, now: float) -> None:
         """TERM the trial now and KILL it `grace` seconds later; a later request can only shorten the grace."""
         if self.stop_reason is None:
             self.stop_reason = reason
-            self.kill_at = now + grace
-            self.launcher.signal(self.ident, signal.SIGTERM)
+        if not self._termed:
+            self._term(now, grace)
         elif self.kill_at is not None:
             self.kill_at = min(self.kill_at, now + grace)
 
+    def request_prune(self, now: float) -> None:
+        """The pruner's stop: the trial was asked (its stop file exists); TERM after `prune_grace`."""
+        if self.stop_reason is None:
+            self.stop_reason = PRUNED
+            self.term_at = now + self.prune_grace
+
     def enforce(self, now: float) -> None:
-        """Act on whatever deadline has passed: the timeout starts a stop, the end of the grace kills."""
+        """Act on whatever is due: a stop file starts a pruning, the timeout starts a stop, the
+        end of a pruning's grace TERMs, the end of the kill grace KILLs."""
+        if self.stop_reason is None and self.stop_path is not None and now >= self._next_stop_look:
+            self._next_stop_look = now + self.STOP_FILE_POLL
+            if os.path.lexists(self.stop_path):
+                self.request_prune(now)
         if self.stop_reason is None and self.deadline is not None and now >= self.deadline:
             self.request_stop(TIMEOUT, self.kill_grace, now)
+        if self.term_at is not None and now >= self.term_at:
+            self._term(now, self.kill_grace)
         if self.kill_at is not None and now >= self.kill_at:
             self._kill()
 
     def wakeup(self) -> Optional[float]:
         """When `enforce` next has something to do; None: only the trial's own end."""
-        return self.kill_at if self.stop_reason is not None else self.deadline
+        if self.stop_reason is not None:
+            return self.term_at if self.term_at is not None else self.kill_at
+        if self.stop_path is not None:
+            return self._next_stop_look if self.deadline is None else min(self._next_stop_look, self.deadline)
+        return self.deadline
 
     def kill_now(self) -> None:
         """KILL the trial and its descendants at once, no grace (the second Ctrl-C)."""
@@ -520,7 +567,14 @@ class TrialProcess:
             self.stop_reason = INTERRUPTED
         self._kill()
 
+    def _term(self, now: float, grace: float) -> None:
+        self.term_at = None
+        self._termed = True
+        self.kill_at = now + grace
+        self.launcher.signal(self.ident, signal.SIGTERM)
+
     def _kill(self) -> None:
+        self.term_at = None
         self.kill_at = None
         if not self._killed:
             self._killed = True
@@ -529,6 +583,95 @@ class TrialProcess:
     def finish(self, status: int) -> int:
         """The trial's own exit status, as the launcher reported it (it stops the leftovers itself)."""
         return status
+
+
+# -- intermediate results ------------------------------------------------------------------------
+
+#: Reports kept per trial attempt: beyond this a trial's further reports are ignored (said once),
+#: so a trial reporting every batch cannot grow the journal and the tuner's memory without end.
+MAX_REPORTS = 10_000
+#: Bytes of a trial's intermediate file read per look, and the longest line taken as a report.
+INTERMEDIATE_READ_LIMIT = 1 << 18
+INTERMEDIATE_LINE_LIMIT = 1024
+#: The largest step taken (a step is a count of epochs or batches, not an arbitrary number).
+MAX_STEP = 10**12
+
+
+class IntermediateReader:
+    """Reads what a trial appended to its intermediate file since the last look (docs/pruning.md).
+
+    Only whole lines count (a line still being written is read next time), only from a regular
+    file, at most INTERMEDIATE_READ_LIMIT bytes per look, and only lines carrying the trial's
+    token: the file lies in the output dir, where any trial can write.
+    """
+
+    def __init__(self, path: Path, token: str) -> None:
+        self.path = path
+        self.token = token
+        self.offset = 0
+        self.count = 0
+        self.rejected = 0
+        self.first_problem = ""
+        self._partial = b""
+
+    def read(self) -> List[Tuple[int, float]]:
+        """The (step, score) pairs appended since the last call, in the order written."""
+        if self.count >= MAX_REPORTS:
+            return []
+        try:
+            fd = open_regular(self.path)
+        except OSError:
+            return []
+        try:
+            data = os.pread(fd, INTERMEDIATE_READ_LIMIT, self.offset)
+        except OSError:
+            data = b""
+        finally:
+            os.close(fd)
+        if not data:
+            return []
+        self.offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > INTERMEDIATE_LINE_LIMIT:
+            self._partial = b""
+            self._reject("a line longer than %d bytes" % INTERMEDIATE_LINE_LIMIT)
+        found: List[Tuple[int, float]] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            report = self._parse(line)
+            if report is not None and self.count < MAX_REPORTS:
+                self.count += 1
+                found.append(report)
+        return found
+
+    def _parse(self, line: bytes) -> Optional[Tuple[int, float]]:
+        if len(line) > INTERMEDIATE_LINE_LIMIT:
+            return self._reject("a line longer than %d bytes" % INTERMEDIATE_LINE_LIMIT)
+        try:
+            data = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return self._reject("a line that is not JSON")
+        if not isinstance(data, dict):
+            return self._reject("a line that is not a JSON object")
+        if data.get("token") != self.token:
+            return self._reject("a line without this trial's token")
+        step, score = data.get("step"), data.get("score")
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+            return self._reject(f"step {_quote(step)} (a whole number from 0 to {MAX_STEP} is expected)")
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            return self._reject(f"score {_quote(score)} (a number is expected)")
+        try:
+            return step, float(score)
+        except OverflowError:
+            return step, math.inf if score > 0 else -math.inf
+
+    def _reject(self, what: str) -> None:
+        self.rejected += 1
+        if not self.first_problem:
+            self.first_problem = what
+        return None
 
 
 # -- judging ------------------------------------------------------------------------------------
@@ -677,9 +820,12 @@ def judge_trial(spec: TrialSpec, exit_code: int, stop_reason: Optional[Status],
                 read_report: Callable[[], Report]) -> Tuple[Status, Optional[float], str]:
     """A finished trial's status, score and message from how it ended and what it reported.
 
-    `stop_reason` is TIMEOUT or INTERRUPTED when the trial was stopped; `read_report` is only
-    called for a trial that exited 0 on its own, so a stopped trial's report never counts.
+    `stop_reason` is TIMEOUT, INTERRUPTED or PRUNED when the trial was stopped; `read_report` is
+    only called for a trial that exited 0 on its own, so a stopped trial's report never counts
+    (a pruned trial that saved and exited when asked is pruned, whatever it reported last).
     """
+    if stop_reason == PRUNED:
+        return PRUNED, None, "stopped early by the pruner"
     if stop_reason == TIMEOUT:
         return TIMEOUT, None, f"stopped after the {spec.timeout:g} s timeout"
     if stop_reason == INTERRUPTED:

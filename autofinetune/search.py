@@ -13,13 +13,14 @@ import datetime as _dt
 import errno
 import json
 import logging
+import math
 import os
 import secrets
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, ContextManager, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -29,14 +30,16 @@ from .backends.base import Backend
 from .devices import Slot
 from .errors import AutofinetuneError, ConfigError, SearchFailed, path_error, shown
 from .evaluators import Evaluator, make_evaluator
-from .journal import (JOURNAL, SCHEMA_VERSION, FinishEvent, InterruptedEvent, Journal, QueuedEvent, ResumeEvent,
-                      RetryEvent, RoundEvent, SearchState, StartedEvent, StartEvent)
+from .journal import (JOURNAL, SCHEMA_VERSION, FinishEvent, IntermediateEvent, InterruptedEvent, Journal, QueuedEvent,
+                      ResumeEvent, RetryEvent, RoundEvent, SearchState, StartedEvent, StartEvent)
 from .options import journaled
 from .policies import AsyncPolicy, LaunchPolicy, RoundPolicy
 from .records import BEST_MODEL, SearchRecords, TrialRecord, write_atomic
 from .preflight import Accepted, preflight, refuse_missing
 from .rules import SAVED_PARAMS_DIR, SCHEDULE_NOTE, TrialCommand, schedule
-from .runner import ProcessIdentity, Status, TrialOutcome, TrialSpec, clear_path, log_tail, token_digest
+from .pruners import Pruner, check_pruner_options, make_pruner
+from .runner import (MAX_REPORTS, IntermediateReader, ProcessIdentity, Status, TrialOutcome, TrialSpec, clear_path, log_tail,
+                     token_digest)
 from .space import SearchSpace
 from .strategies import Strategy, check_strategy, make_strategy
 
@@ -50,6 +53,10 @@ SCHEDULE_FILE = "best_schedule.json"
 SAVED_PARAMS_ENV = "AUTOFINETUNE_SAVED_PARAMS_DIR"
 #: The thread pools of the numeric libraries a trial may load (OpenMP: PyTorch, scikit-learn...).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+#: Seconds between looks at the running trials' intermediate files: often while a pruner
+#: decides, seldom when they only feed the learning curves (docs/pruning.md).
+PRUNING_LOOK = 0.1
+CURVES_LOOK = 1.0
 
 
 @dataclass
@@ -131,7 +138,11 @@ class SearchSnapshot:
     rounds_complete: FrozenSet[int]
     resumed: bool
     started_at: float  # time.monotonic() when this run started
-    failed: int = 0  # finished trials that did not succeed, counted as they finish
+    failed: int = 0  # finished trials that did not succeed (pruned ones aside), counted as they finish
+    pruned: int = 0  # finished trials the pruner stopped
+    #: Each trial's intermediate results, (round, index) -> [(step, score)...], of its latest
+    #: attempt; only ever appended to, by the search's thread, which runs every hook.
+    curves: Mapping[Tuple[int, int], Sequence[Tuple[int, float]]] = field(default_factory=dict)
 
 
 class SearchObserver:
@@ -148,6 +159,9 @@ class SearchObserver:
     def on_trial_started(self, view: SearchSnapshot, record: TrialRecord) -> None: ...
 
     def on_trial_finished(self, view: SearchSnapshot, record: TrialRecord, is_best: bool) -> None: ...
+
+    def on_intermediate(self, view: SearchSnapshot, record: TrialRecord, reports: Sequence[Tuple[int, float]]) -> None:
+        """New intermediate results of a running trial (step, score), in the order reported."""
 
     def on_round_finished(self, view: SearchSnapshot, round_index: int, trials: Sequence[TrialRecord]) -> None: ...
 
@@ -212,6 +226,8 @@ class Search:
         self.resuming = resume
         self.strategy_options = check_strategy(config.tuning_strategy, self.space.dim, config.popsize,
                                                config.strategy_options, config.asynchronous)
+        self.pruner_options = check_pruner_options(config.pruner, config.pruner_options)
+        self.pruner: Pruner = make_pruner(config.pruner, self.pruner_options)
         self.evaluator: Evaluator = make_evaluator(config.evaluator, config.resume_epochs)
         command = TrialCommand(tuple(config.program()), self.space, tuple(config.passthrough), self.evaluator.options,
                                self.evaluator.name)
@@ -226,6 +242,10 @@ class Search:
 
             self.replayed = read_for_resume(config)
             self.seed = int(self.replayed.config["seed"])
+        # The strategy before the backend and the output dir: a plugin whose library is missing
+        # fails here, in one line, with nothing started and nothing written.
+        self.strategy: Strategy = make_strategy(config.tuning_strategy, self.space.dim, self.space.init_unit(), config.popsize,
+                                                self.seed, self.strategy_options)
         self.backend: Backend = make_backend(config.backend, config.slots, config.kill_grace, on_start=self._on_process_start,
                                              address=config.scheduler_address)
         try:
@@ -234,8 +254,6 @@ class Search:
         except BaseException:
             self.backend.close()
             raise
-        self.strategy: Strategy = make_strategy(config.tuning_strategy, self.space.dim, self.space.init_unit(), config.popsize,
-                                                self.seed, self.strategy_options)
         self.records = SearchRecords(self.output_dir, self.space.names, header=self._header())
         self.policy: LaunchPolicy = AsyncPolicy(self) if config.asynchronous else RoundPolicy(self)
         self.started = time.monotonic()
@@ -248,6 +266,13 @@ class Search:
         self._evaluator_args: Dict[str, List[Tuple[str, str]]] = {}
         self._hinted = False  # the missing-option hint is said once per search
         self._failure_tails: Dict[Tuple[int, int], str] = {}  # the last log line of each failed trial
+        # Intermediate results: a reader per queued or running attempt (by spec key), the
+        # curves of every trial's latest attempt, and the worst final score so far (what a
+        # pruned trial's told score is capped at, docs/pruning.md).
+        self._readers: Dict[str, Tuple[TrialRecord, IntermediateReader]] = {}
+        self.curves: Dict[Tuple[int, int], List[Tuple[int, float]]] = {}
+        self.worst_final: Optional[float] = None
+        self._next_look = 0.0
 
     # -- output --------------------------------------------------------------------------------
     def echo(self, line: str) -> None:
@@ -277,7 +302,8 @@ class Search:
             self._rounds_frozen = frozenset(self.rounds_complete)
         return SearchSnapshot(self.output_dir, str(self.config.script), self.space, self.config.popsize, self.config.rounds,
                               self.round_index, self.records.view(), self.records.best, running, queued,
-                              self._rounds_frozen, self.resuming, self.started, self.records.failed)
+                              self._rounds_frozen, self.resuming, self.started, self.records.failed, self.records.pruned,
+                              self.curves)
 
     def _notify(self, hook: str, *args: Any) -> None:
         if not self.observers:
@@ -321,8 +347,9 @@ class Search:
 
     def _header(self) -> str:
         c = self.config
+        pruner = f" | pruner {c.pruner}" if c.pruner != "none" else ""
         return (f"# autofinetune search of {c.script} | strategy {c.tuning_strategy} | evaluator {c.evaluator} | "
-                f"popsize {c.popsize} x round {c.rounds} | seed {self.seed}")
+                f"popsize {c.popsize} x round {c.rounds} | seed {self.seed}{pruner}")
 
     def config_json(self) -> Dict[str, Any]:
         """The configuration journaled with every start and resume (options from options.py)."""
@@ -330,7 +357,7 @@ class Search:
         data = journaled(c.options)
         data.update({"script": str(c.script), "space": self.space.to_json(), "space_fingerprint": self.space.fingerprint(),
                      "space_source": self.space.source, "seed": self.seed, "passthrough": [list(p) for p in c.passthrough],
-                     "strategy_options": self.strategy_options, "slots": [s.label for s in c.slots], "cwd": c.cwd,
+                     "strategy_options": self.strategy_options, "pruner_options": self.pruner_options, "slots": [s.label for s in c.slots], "cwd": c.cwd,
                      "accepted_options": sorted(self.accepted.options) if self.accepted.options is not None else None,
                      "version": __version__})
         return data
@@ -349,8 +376,10 @@ class Search:
             else:
                 self.journal.append(StartEvent(config=self.config_json(), time=time.time(), schema=SCHEMA_VERSION))
             threads = f"{self.threads} thread(s) per trial" if self.threads is not None else "the workers' own threads"
+            settings = ", ".join(f"{k}={v:g}" for k, v in self.pruner_options.items())
+            pruner = f", pruner {c.pruner} ({settings})" if c.pruner != "none" else ""
             self.echo(f"{'Resuming' if self.resuming else 'Tuning'} {c.script} over {', '.join(self.space.names)}: {c.popsize} candidates x "
-                      f"{c.rounds} rounds on {self.backend.description}, {threads}, seed {self.seed}, output {self.output_dir}")
+                      f"{c.rounds} rounds on {self.backend.description}, {threads}{pruner}, seed {self.seed}, output {self.output_dir}")
             for note in self._preflight_notes:
                 self.echo(note)
             self._notify("on_start")
@@ -392,13 +421,78 @@ class Search:
         """Yield trials as they end for good (failed attempts retried, every result recorded);
         the policy may launch more while this runs."""
         while self._pending:
-            for outcome in self.backend.wait_any():
+            outcomes = self.backend.wait_any(self._until_next_look())
+            self._look_at_intermediates()
+            for outcome in outcomes:
                 record = self._pending[outcome.spec.key]
+                self._read_intermediates(outcome.spec.key, final=True)  # every report before the end
                 if self._maybe_retry(record, outcome):
                     continue
                 del self._pending[outcome.spec.key]
                 self._complete(record, outcome)
                 yield record
+
+    # -- intermediate results (docs/pruning.md) --------------------------------------------------
+    def _until_next_look(self) -> Optional[float]:
+        """How long the backend may block before the intermediate files are due a look."""
+        if not self._readers:
+            return None
+        return max(0.0, self._next_look - time.monotonic())
+
+    def _look_at_intermediates(self) -> None:
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + (PRUNING_LOOK if self.config.pruner != "none" else CURVES_LOOK)
+        for key in list(self._readers):
+            self._read_intermediates(key)
+
+    def _read_intermediates(self, key: str, final: bool = False) -> None:
+        """Journal, show and judge what the trial reported since the last look; ask it to stop
+        when the pruner says so. `final`: the trial has ended, so this is the last look."""
+        entry = self._readers.pop(key, None) if final else self._readers.get(key)
+        if entry is None:
+            return
+        record, reader = entry
+        reports = reader.read()
+        if reports:
+            attempt = (record.round, record.index, record.attempt)
+            curve = self.curves.setdefault((record.round, record.index), [])
+            for step, score in reports:
+                self.journal.append(IntermediateEvent(round=record.round, index=record.index, attempt=record.attempt,
+                                                      step=step, score=score), durable=False)
+                curve.append((step, score))
+                record.last_step = step
+                if record.pruned_step is None and self.pruner.report(attempt, step, score):
+                    record.pruned_step = step
+                    self._ask_to_stop(record, step, score)
+            self._notify("on_intermediate", record, list(reports))
+        said = getattr(reader, "said", 0)
+        if reader.rejected > said:
+            reader.said = reader.rejected  # type: ignore[attr-defined]
+            if not said:
+                self.warn(f"[round {record.round}] trial {record.index}: ignored a line of its intermediate results "
+                          f"({reader.first_problem}); see docs/pruning.md for the format")
+        if reader.count >= MAX_REPORTS and not getattr(reader, "said_full", False):
+            reader.said_full = True  # type: ignore[attr-defined]
+            self.warn(f"[round {record.round}] trial {record.index}: reported {MAX_REPORTS} intermediate results; "
+                      f"the rest are ignored (report every few hundred steps, not every step)")
+
+    def _ask_to_stop(self, record: TrialRecord, step: int, score: float) -> None:
+        """The pruner's decision: the stop file, which the trial's next report sees and whose
+        grace the runner enforces where the trial runs (this machine or a Dask worker)."""
+        stop_path = self._stop_path(record)
+        try:
+            fd = os.open(stop_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            os.write(fd, f"pruned at step {step}\n".encode())
+            os.close(fd)
+        except FileExistsError:
+            pass
+        self.echo(f"[round {record.round}] trial {record.index} pruned at step {step} (intermediate score {score:.6g}); "
+                  f"asked to stop, SIGTERM in {self.config.prune_grace:g}s if it does not")
+
+    def _stop_path(self, record: TrialRecord) -> Path:
+        return self.output_dir / f"round{record.round}" / f"stop-{record.index}"
 
     def _stop_running_trials(self) -> None:
         """TERM every running trial group, KILL after a short grace (a second Ctrl-C: at once).
@@ -414,6 +508,7 @@ class Search:
         for outcome in outcomes:
             record, _ = self._specs[outcome.spec.key]
             try:
+                self._read_intermediates(outcome.spec.key, final=True)
                 if outcome.status == Status.INTERRUPTED:
                     self.journal.append(InterruptedEvent(round=record.round, index=record.index))
                 else:
@@ -478,8 +573,15 @@ class Search:
         record.log_path = str(round_dir / f"log-{record.index}{suffix}.info")
         key = record_key(record.round, record.index)
         argv = self.command.argv(record.params, str(model_dir), self._evaluator_args.get(key, []))
+        pruning = self.config.pruner != "none"
         spec = TrialSpec(key=key, argv=argv, log_path=Path(record.log_path), result_path=round_dir / f"result-{record.index}.json",
-                         cwd=self.config.cwd, timeout=self.config.timeout, env=self._trial_env(model_dir))
+                         cwd=self.config.cwd, timeout=self.config.timeout, env=self._trial_env(model_dir),
+                         intermediate_path=round_dir / f"intermediate-{record.index}.jsonl",
+                         stop_path=self._stop_path(record) if pruning else None, prune_grace=self.config.prune_grace)
+        record.last_step = record.pruned_step = None
+        record.told_score = None
+        self.curves[(record.round, record.index)] = []
+        self._readers[key] = (record, IntermediateReader(spec.intermediate_path, spec.token))  # type: ignore[arg-type]
         self.journal.append(QueuedEvent(round=record.round, index=record.index, attempt=record.attempt, params=record.params,
                                         point=record.point, argv=argv, parent=record.parent, token_sha256=token_digest(spec.token),
                                         result_path=str(spec.result_path), log_path=record.log_path, model_dir=record.model_dir))
@@ -495,10 +597,12 @@ class Search:
                                          host=identity.host, boot_id=identity.boot_id))
 
     def _maybe_retry(self, record: TrialRecord, outcome: TrialOutcome) -> bool:
-        if outcome.status not in (Status.FAILED, Status.TIMEOUT) or record.attempt >= self.config.max_retries:
+        if (outcome.status not in (Status.FAILED, Status.TIMEOUT) or record.attempt >= self.config.max_retries
+                or record.pruned_step is not None):  # a pruned trial is not run again, however it ended
             return False
         self.journal.append(RetryEvent(round=record.round, index=record.index, attempt=record.attempt,
                                        status=outcome.status, message=outcome.message, log_path=record.log_path))
+        self.pruner.finished((record.round, record.index, record.attempt), "failed")
         self.echo(f"[round {record.round}] trial {record.index} {outcome.status} ({outcome.message}); "
                   f"retry {record.attempt + 1} of {self.config.max_retries}, log kept in {record.log_path}")
         record.attempt += 1
@@ -513,7 +617,18 @@ class Search:
         record.slot = outcome.slot.label
         record.gpu = outcome.slot.gpu
         record.message = outcome.message
+        # The tuner's decision makes a trial pruned, not how far it got before it heard of it:
+        # that depends on timing, and a resumed search must judge its trials as the first run did.
+        if record.pruned_step is not None and record.status != Status.INTERRUPTED:
+            record.status = Status.PRUNED
+        if record.status == Status.PRUNED:
+            self._judge_pruned(record)
         self.journal.append(FinishEvent(trial=record))
+        if record.ok and record.score is not None:
+            self.worst_final = record.score if self.worst_final is None else min(self.worst_final, record.score)
+        if record.status != Status.INTERRUPTED:
+            self.pruner.finished((record.round, record.index, record.attempt),
+                                 str(record.status) if record.status in (Status.OK, Status.PRUNED) else "failed")
         is_best = self.records.add(record)
         self.records.finished(record)
         if is_best:
@@ -522,6 +637,10 @@ class Search:
         if record.ok:
             self.echo(f"[round {record.round}] trial {record.index} ok: score {record.score:.6g} in {record.duration or 0:.1f}s on {record.slot}"
                       f"{' (new best)' if is_best else ''}: {params}")
+        elif record.pruned:
+            shown = f"last score {record.score:.6g}, " if record.score is not None else ""
+            self.echo(f"[round {record.round}] trial {record.index} pruned: {record.message} ({shown}{record.duration or 0:.1f}s on "
+                      f"{record.slot}): {params}")
         else:
             tail = log_tail(record.log_path) if record.status == Status.FAILED else ""
             self._failure_tails[(record.round, record.index)] = tail
@@ -530,6 +649,22 @@ class Search:
             self.echo(f"[round {record.round}] trial {record.index} {record.status}: {record.message}; see {record.log_path}")
             self._hint_missing_options(record, tail)
         self._notify("on_trial_finished", record, is_best)
+
+    def _judge_pruned(self, record: TrialRecord) -> None:
+        """A pruned trial's score is the intermediate score the pruner judged (what it reported
+        after that depends on timing); the strategy is told that score capped at the worst final
+        score so far, so a trial stopped early never looks better than one that finished
+        (docs/pruning.md, "What a pruned trial counts for")."""
+        curve = self.curves.get((record.round, record.index)) or []
+        if record.pruned_step is not None:
+            curve = [(step, score) for step, score in curve if step <= record.pruned_step]
+        last = next((score for _, score in reversed(curve) if math.isfinite(score)), None)
+        record.score = last
+        if last is not None:
+            record.told_score = last if self.worst_final is None else min(last, self.worst_final)
+        at = record.pruned_step if record.pruned_step is not None else record.last_step
+        record.message = (f"stopped early by the pruner at step {at}" if at is not None
+                          else "stopped early: a stop file appeared that the tuner did not write")
 
     def _hint_missing_options(self, record: TrialRecord, tail: str) -> None:
         """Say once, plainly, when trials die because train.py lacks an option the tuner passes
@@ -558,7 +693,10 @@ class Search:
         if scores:
             self.echo(f"The local best eval value in the {round_index}-th round is {max(scores)}.")
         else:
-            self.echo(f"The local best eval value in the {round_index}-th round is unknown: every trial of the round failed.")
+            pruned = sum(1 for t in trials if t.pruned)
+            self.echo(f"The local best eval value in the {round_index}-th round is unknown: "
+                      + (f"no trial of the round finished ({pruned} pruned, {len(trials) - pruned} failed)." if pruned
+                         else "every trial of the round failed."))
 
     def _result(self) -> SearchResult:
         """The original's closing lines, the schedule of the best model, the failures grouped by
@@ -581,7 +719,10 @@ class Search:
         self._write_schedule(best)
         if failures:
             self.echo(failures)
-        dead = [r for r in sorted(self.rounds_complete) if not any(t.ok for t in trials if t.round == r)]
+        if self.records.pruned:
+            self.echo(f"The pruner stopped {self.records.pruned} of {len(trials)} trials early; "
+                      f"`autofinetune summary {self.output_dir}` estimates the trial time it saved.")
+        dead = [r for r in sorted(self.rounds_complete) if not any(t.ok or t.pruned for t in trials if t.round == r)]
         if dead:
             raise SearchFailed(f"every trial of round {dead[0]} failed" + (f" (and of {len(dead) - 1} more round(s))" if len(dead) > 1 else "")
                                + f"; the best of the others is above, but the search is not a success; see the logs in "
@@ -590,7 +731,7 @@ class Search:
 
     def _failures_line(self) -> str:
         """`3 of 20 trials failed: 2 x exit code 2 (error: unrecognized ...), 1 x timeout: ...`."""
-        failed = [t for t in self.records.trials if not t.ok]
+        failed = [t for t in self.records.trials if not t.ok and not t.pruned]
         if not failed:
             return ""
         causes: Dict[str, int] = {}

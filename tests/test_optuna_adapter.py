@@ -288,6 +288,7 @@ def test_a_missing_dependency_is_one_line_naming_the_install_before_any_trial(pr
     assert line.startswith(f"autofinetune: error: --tuning_strategy={strategy}: needs the Python module '{blocked}'")
     assert line.endswith(f"fix: {fix}")
     assert not ledger.exists(), "no trial may run"
+    assert not (project / "out").exists(), "nothing is written: the same command works once the module is installed"
 
 
 def test_help_and_a_pshe2_search_do_not_import_optuna(project: Path) -> None:

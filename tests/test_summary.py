@@ -147,7 +147,7 @@ def test_summary_json_of_a_finished_search(search, capsys):
     summary = json.loads(capsys.readouterr().out)
     ok = _ok_rows(rows)
     assert summary["state"] == "finished"
-    assert summary["counts"] == {"planned": POPSIZE * ROUNDS, "finished": len(rows), "ok": len(ok), "failed": len(rows) - len(ok),
+    assert summary["counts"] == {"planned": POPSIZE * ROUNDS, "finished": len(rows), "ok": len(ok), "pruned": 0, "failed": len(rows) - len(ok),
                                  "running": 0, "queued": 0, "interrupted": 0, "retried": 0, "rounds_done": ROUNDS}
     best = max(ok, key=lambda r: float(r["score"]))
     assert summary["best"]["score"] == float(best["score"])
@@ -214,7 +214,7 @@ def test_summary_of_a_running_search_then_interrupted(tmp_path: Path, capsys):
         assert [(r["round"], r["index"]) for r in summary["running"]] == [(0, 0), (0, 1)]
         assert all(Path(r["log_path"]).is_file() and set(r["params"]) == set(NAMES) for r in summary["running"])
         assert {r["slot"] for r in summary["running"]} == {"cpu:0", "cpu:1"}
-        assert summary["rounds"] == [dict(round=0, finished=0, ok=0, failed=0, running=2, complete=False,
+        assert summary["rounds"] == [dict(round=0, finished=0, ok=0, pruned=0, failed=0, running=2, complete=False,
                                           best_score=None, best_index=None, best_params=None)]
         assert main_summary([str(out)]) == 0
         text = capsys.readouterr().out

@@ -235,7 +235,9 @@ class DaskBackend:
         payload = TrialPayload(key, list(spec.argv), str(spec.log_path), str(spec.result_path), spec.token, self.resource,
                                python=sys.executable, cwd=spec.cwd, env=dict(spec.env), timeout=spec.timeout,
                                kill_grace=self.kill_grace, topic=self._topic, stop_names=self._stop_names,
-                               local_slots=dict(self.local_slots))
+                               local_slots=dict(self.local_slots),
+                               intermediate_path=None if spec.intermediate_path is None else str(spec.intermediate_path),
+                               stop_path=None if spec.stop_path is None else str(spec.stop_path), prune_grace=spec.prune_grace)
         future = self.client.submit(_by_value("run_trial"), payload.to_dict(), key=key, pure=False, resources={self.resource: 1})
         self._tasks[key] = _Task(spec, future, key)
         future.add_done_callback(lambda _f, key=key: self._events.put(("done", key)))

@@ -89,7 +89,9 @@ def _run(payload: TrialPayload, here: "_Here", watch: "_StopWatch", log_fd: int,
     if argv and argv[0] == payload.python:
         argv[0] = sys.executable  # the tuner's interpreter path may not exist here; this worker's runs the script
     spec = TrialSpec(payload.key, argv, log_path=Path(payload.log_path), result_path=Path(payload.result_path),
-                     cwd=payload.cwd, timeout=payload.timeout, env=dict(payload.env), token=payload.token)
+                     cwd=payload.cwd, timeout=payload.timeout, env=dict(payload.env), token=payload.token,
+                     intermediate_path=Path(payload.intermediate_path) if payload.intermediate_path else None,
+                     stop_path=Path(payload.stop_path) if payload.stop_path else None, prune_grace=payload.prune_grace)
     if os.fstat(log_fd).st_size:  # Dask re-runs a task whose worker was lost: keep the first run's output
         os.write(log_fd, f"\nautofinetune: the worker running this trial was lost; running it again on {here.address}\n".encode())
     started = time.monotonic()
@@ -112,7 +114,7 @@ def _supervise(payload: TrialPayload, here: "_Here", watch: "_StopWatch", log_fd
     started = time.monotonic()
     try:
         trial = TrialProcess.start(launcher, argv, build_env(spec, gpu if gpu is not None else ""), payload.cwd, log_fd,
-                                   payload.timeout, payload.kill_grace)
+                                   payload.timeout, payload.kill_grace, spec.stop_path, spec.prune_grace)
     except OSError as error:
         return _report(ReportState.START_FAILED, message=f"could not start on {here.address}: {error}",
                        duration=time.monotonic() - started)

@@ -113,7 +113,8 @@ class LocalBackend:
             # for a FIFO or a symlink in between (docs/security.md)
             log_fd = open_regular(spec.log_path, os.O_WRONLY)
             try:
-                trial = TrialProcess.start(self._launcher, spec.argv, env, spec.cwd, log_fd, spec.timeout, self.kill_grace)
+                trial = TrialProcess.start(self._launcher, spec.argv, env, spec.cwd, log_fd, spec.timeout, self.kill_grace,
+                                           spec.stop_path, spec.prune_grace)
             finally:
                 os.close(log_fd)
         except OSError as error:

@@ -68,6 +68,11 @@ class TrialPayload:
     stop_names: Optional[StopNames] = None
     #: The tuner's own in-process cluster: worker name -> (slot index, GPU id) it is pinned to.
     local_slots: Dict[str, Tuple[int, Optional[str]]] = field(default_factory=dict)
+    #: The trial's intermediate-results file and stop file (docs/pruning.md); the worker
+    #: enforces a stop request it finds there, after `prune_grace` seconds.
+    intermediate_path: Optional[str] = None
+    stop_path: Optional[str] = None
+    prune_grace: float = 30.0
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,7 +3,8 @@
 Top: the score of every finished trial in the order they finished, failed trials marked at the
 bottom edge, and the best-so-far line. Below: one panel per hyperparameter, its value against
 the score (log axis for `log: true` parameters, categories for choices), the best trial's value
-dashed. The trials, their order and the best one come from `journal.replay()` and rules.py, as
+dashed. When trials reported intermediate results, a panel of their learning curves comes second,
+the pruned ones in red and ending in a cross at the step the pruner stopped them (docs/pruning.md). The trials, their order and the best one come from `journal.replay()` and rules.py, as
 for `summary` (docs/architecture.md, "One place per idea").
 
 matplotlib is an optional extra (`pip install autofinetune[plot]`), imported only here, and only
@@ -23,6 +24,7 @@ from ..journal import JOURNAL, SearchState, replay
 from ..options import OneLineArgumentParser
 from ..records import TrialRecord
 from ..rules import better, is_success
+from ..runner import Status
 from .summary import _check_dir
 
 DEFAULT_NAME = "plot.png"
@@ -85,9 +87,11 @@ def plot_search(output_dir: "os.PathLike[str] | str", output: Optional["os.PathL
 
     columns = min(3, max(1, len(axes)))
     param_rows = math.ceil(len(axes) / columns)
-    figure = Figure(figsize=(4.2 * columns + 1.0, 3.2 * (param_rows + 1)), constrained_layout=True)
+    curves = [(t, state.curve(t)) for t in trials if state.curve(t)]
+    top_rows = 2 if curves else 1
+    figure = Figure(figsize=(4.2 * columns + 1.0, 3.2 * (param_rows + top_rows)), constrained_layout=True)
     FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(param_rows + 1, columns)
+    grid = figure.add_gridspec(param_rows + top_rows, columns)
     title = f"{Path(str(config.get('script', ''))).name or 'search'}: {len(trials)} trials"
     if config.get("strategy"):
         title += f" | {config.get('strategy')} / {config.get('evaluator')} | seed {config.get('seed')}"
@@ -108,7 +112,11 @@ def plot_search(output_dir: "os.PathLike[str] | str", output: Optional["os.PathL
         where = trials.index(best) + 1
         axis.scatter([where], [best.score], s=90, marker="*", color="tab:orange", zorder=4,
                      label=f"best: round {best.round} trial {best.index}")
-    failed_x = [x for x, s in zip(xs, scores) if s is None]
+    pruned = [(x, t) for x, t in zip(xs, trials) if t.status == Status.PRUNED and t.score is not None and math.isfinite(t.score)]
+    if pruned:
+        axis.scatter([x for x, _ in pruned], [float(t.score) for _, t in pruned], s=22, marker="v", color="tab:red",  # type: ignore[arg-type]
+                     label="pruned (last intermediate score)", zorder=3)
+    failed_x = [x for x, s, t in zip(xs, scores, trials) if s is None and not (t.status == Status.PRUNED and t.score is not None)]
     if failed_x:
         span = (max(ok_scores) - min(ok_scores)) if len(ok_scores) > 1 else 1.0
         low = (min(ok_scores) - 0.06 * (span or 1.0)) if ok_scores else 0.0  # below every success
@@ -121,9 +129,12 @@ def plot_search(output_dir: "os.PathLike[str] | str", output: Optional["os.PathL
     axis.legend(loc="lower right", fontsize="small")
     axis.grid(True, alpha=0.3)
 
+    if curves:
+        _draw_curves(figure.add_subplot(grid[1, :]), curves, best)
+
     # Each hyperparameter against the score.
     for n, param in enumerate(axes):
-        ax = figure.add_subplot(grid[1 + n // columns, n % columns])
+        ax = figure.add_subplot(grid[top_rows + n // columns, n % columns])
         pairs = [(t.params.get(param.name), s) for t, s in zip(trials, scores) if s is not None and t.params.get(param.name) is not None]
         best_value = best.params.get(param.name) if best is not None else None
         if param.choices is not None:
@@ -150,6 +161,35 @@ def plot_search(output_dir: "os.PathLike[str] | str", output: Optional["os.PathL
     except OSError as error:
         raise ConfigError(f"--output={target}: cannot write the plot ({error.strerror or error}); fix: choose a writable path") from None
     return target
+
+
+def _draw_curves(axis: Any, curves: Sequence[Tuple[TrialRecord, Sequence[Tuple[int, float]]]], best: Optional[TrialRecord]) -> None:
+    """Every trial's intermediate results against its steps: finished trials blue, pruned red
+    with a cross where the pruner stopped them, the best trial's curve orange."""
+    labelled = set()
+    for trial, curve in curves:
+        points = [(step, score) for step, score in curve if math.isfinite(score)]
+        if not points:
+            continue
+        steps, values = [p[0] for p in points], [p[1] for p in points]
+        if best is not None and (trial.round, trial.index) == (best.round, best.index):
+            kind, style = "best trial", {"color": "tab:orange", "linewidth": 2.2, "zorder": 4}
+        elif trial.status == Status.PRUNED:
+            kind, style = "pruned", {"color": "tab:red", "linewidth": 0.9, "alpha": 0.7, "zorder": 2}
+        else:
+            kind, style = "finished" if is_success(trial) else "failed", {"color": "tab:blue", "linewidth": 0.9, "alpha": 0.6, "zorder": 3}
+        axis.plot(steps, values, label=kind if kind not in labelled else None, **style)
+        labelled.add(kind)
+        if trial.status == Status.PRUNED:
+            at = trial.pruned_step if trial.pruned_step is not None else steps[-1]
+            value = next((v for s, v in points if s == at), values[-1])
+            axis.scatter([at], [value], marker="x", color="tab:red", s=30, zorder=5,
+                         label="pruned here" if "pruned here" not in labelled else None)
+            labelled.add("pruned here")
+    axis.set_xlabel("step (as the trial reported it)")
+    axis.set_ylabel("intermediate score")
+    axis.legend(loc="lower right", fontsize="small")
+    axis.grid(True, alpha=0.3)
 
 
 def build_parser() -> OneLineArgumentParser:

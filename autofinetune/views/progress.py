@@ -87,7 +87,8 @@ class ProgressView(SearchObserver):
         done, failed, total = len(view.trials), view.failed, self._total(view)
         where = (f"round {round_done + 1}/{view.rounds} done" if round_done is not None
                  else f"round {view.round_index + 1}/{view.rounds}")
-        return (f"progress: {where} | trials {done}/{total}: {done - failed} ok, {failed} failed, "
+        pruned = f"{view.pruned} pruned, " if view.pruned else ""
+        return (f"progress: {where} | trials {done}/{total}: {done - failed - view.pruned} ok, {pruned}{failed} failed, "
                 f"{view.running} running, {view.queued} queued | {self._best_text(view)} | "
                 f"elapsed {format_duration(now - view.started_at)}, ETA {format_duration(self._eta(view, now))}")
 
@@ -172,7 +173,8 @@ class ProgressView(SearchObserver):
         if bar is None or view is None:
             return
         bar.set_description_str(f"round {view.round_index + 1}/{view.rounds}", refresh=False)
-        bar.set_postfix_str(f"{view.running} running, {view.queued} queued, {view.failed} failed | {self._best_text(view)}",
+        pruned = f"{view.pruned} pruned, " if view.pruned else ""
+        bar.set_postfix_str(f"{view.running} running, {view.queued} queued, {pruned}{view.failed} failed | {self._best_text(view)}",
                             refresh=False)
         done = len(view.trials)
         if done > bar.n:

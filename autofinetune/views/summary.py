@@ -24,7 +24,7 @@ from ..journal import JOURNAL, SearchState, StartedEvent, replay
 from ..options import OneLineArgumentParser
 from ..records import TrialRecord
 from ..rules import is_success, lineage, model_name, rank_key, ranked, schedule
-from ..runner import ProcessIdentity, process_start_ticks
+from ..runner import ProcessIdentity, Status, process_start_ticks
 from ..runner import log_tail as read_log_tail
 
 
@@ -158,6 +158,7 @@ def summarize(output_dir: "os.PathLike[str] | str", top: int = 5) -> Dict[str, A
     trials = state.trials
     rows = {(t.round, t.index): _row(out, t, names) for t in trials}
     successes = [t for t in trials if is_success(t)]
+    pruned = [t for t in trials if t.status == Status.PRUNED]
 
     live = state.live
     started = state.running
@@ -212,7 +213,8 @@ def summarize(output_dir: "os.PathLike[str] | str", top: int = 5) -> Dict[str, A
             "planned": planned,
             "finished": len(trials),
             "ok": len(successes),
-            "failed": len(trials) - len(successes),
+            "pruned": len(pruned),
+            "failed": len(trials) - len(successes) - len(pruned),
             "running": len(running),
             "queued": len(queued_list),
             "interrupted": len(interrupted),
@@ -223,7 +225,8 @@ def summarize(output_dir: "os.PathLike[str] | str", top: int = 5) -> Dict[str, A
         "top": [dict(rows[(t.round, t.index)], rank=n) for n, t in enumerate(ranked(trials)[:max(0, top)], start=1)],
         "rounds": _per_round(trials, rows, running, rounds_done),
         "failures": [dict(rows[(t.round, t.index)], log_tail=log_tail(rows[(t.round, t.index)]["log_path"], out))
-                     for t in trials if not is_success(t)],
+                     for t in trials if not is_success(t) and t.status != Status.PRUNED],
+        "pruning": _pruning(state, trials, successes, pruned, rows),
         "running": running,
         "queued": queued_list,
         "retried": [{"round": r.round, "index": r.index, "attempt": r.attempt, "status": r.status,
@@ -235,6 +238,41 @@ def summarize(output_dir: "os.PathLike[str] | str", top: int = 5) -> Dict[str, A
     }
 
 
+def _pruning(state: SearchState, trials: Sequence[TrialRecord], successes: Sequence[TrialRecord], pruned: Sequence[TrialRecord],
+             rows: Dict[Any, Dict[str, Any]]) -> Dict[str, Any]:
+    """What the pruner did and an estimate of the trial time it saved (docs/pruning.md).
+
+    A pruned trial that ran d seconds to step s would have run about d * S / s to the end, S
+    being the median last step of the trials that finished (their full length); without such
+    steps, the median duration of the finished trials stands for the full length.
+    """
+    full_steps = sorted(t.last_step for t in successes if t.last_step)
+    full_durations = sorted(t.duration for t in successes if t.duration)
+    median_steps = full_steps[len(full_steps) // 2] if full_steps else None
+    median_duration = full_durations[len(full_durations) // 2] if full_durations else None
+    saved = 0.0
+    estimated = 0
+    for trial in pruned:
+        ran = trial.duration or 0.0
+        if median_steps and trial.last_step:
+            full = ran * median_steps / trial.last_step
+        elif median_duration is not None:
+            full = median_duration
+        else:
+            continue
+        saved += max(0.0, full - ran)
+        estimated += 1
+    return {
+        "pruner": state.config.get("pruner", "none"),
+        "options": state.config.get("pruner_options") or {},
+        "pruned": len(pruned),
+        "trial_seconds": sum(t.duration or 0.0 for t in trials),
+        "pruned_seconds": sum(t.duration or 0.0 for t in pruned),
+        "saved_seconds": saved if estimated else None,
+        "trials": [dict(rows[(t.round, t.index)], pruned_step=t.pruned_step, last_step=t.last_step) for t in pruned],
+    }
+
+
 def _per_round(trials: Sequence[TrialRecord], rows: Dict[Any, Dict[str, Any]], running: List[Dict[str, Any]],
                rounds_done: "frozenset[int]") -> List[Dict[str, Any]]:
     numbers = sorted({t.round for t in trials} | {r["round"] for r in running} | set(rounds_done))
@@ -242,12 +280,14 @@ def _per_round(trials: Sequence[TrialRecord], rows: Dict[Any, Dict[str, Any]], r
     for number in numbers:
         mine = [t for t in trials if t.round == number]
         ok = [t for t in mine if is_success(t)]
+        pruned = sum(1 for t in mine if t.status == Status.PRUNED)
         best = min(ok, key=rank_key) if ok else None
         result.append({
             "round": number,
             "finished": len(mine),
             "ok": len(ok),
-            "failed": len(mine) - len(ok),
+            "pruned": pruned,
+            "failed": len(mine) - len(ok) - pruned,
             "running": sum(1 for r in running if r["round"] == number),
             "complete": number in rounds_done,
             "best_score": _finite(best.score) if best else None,
@@ -301,7 +341,8 @@ def format_text(summary: Dict[str, Any]) -> str:
     lines = []
     planned = f"/{n['planned']}" if n["planned"] is not None else ""
     lines.append(f"Search {summary['output_dir']}: {summary['state']}, {n['finished']}{planned} trials finished "
-                 f"({n['ok']} ok, {n['failed']} failed), {n['running']} running, {n['queued']} queued, "
+                 f"({n['ok']} ok, {str(n['pruned']) + ' pruned, ' if n.get('pruned') else ''}{n['failed']} failed), "
+                 f"{n['running']} running, {n['queued']} queued, "
                  f"elapsed {_duration(summary['elapsed'])}")
     if c.get("script"):
         lines.append(f"  {c['script']} | strategy {c.get('strategy')} | evaluator {c.get('evaluator')} | "
@@ -334,9 +375,9 @@ def format_text(summary: Dict[str, Any]) -> str:
     if summary["rounds"]:
         lines.append("")
         lines.append("Per round:")
-        header = ["round", "finished", "ok", "failed", "running", "best score", "best trial"]
-        rows = [[str(r["round"]) + ("" if r["complete"] else " *"), str(r["finished"]), str(r["ok"]), str(r["failed"]),
-                 str(r["running"]), _cell(r["best_score"]), _cell(r["best_index"])] for r in summary["rounds"]]
+        header = ["round", "finished", "ok", "pruned", "failed", "running", "best score", "best trial"]
+        rows = [[str(r["round"]) + ("" if r["complete"] else " *"), str(r["finished"]), str(r["ok"]), str(r["pruned"]),
+                 str(r["failed"]), str(r["running"]), _cell(r["best_score"]), _cell(r["best_index"])] for r in summary["rounds"]]
         lines += _table(header, rows)
         if any(not r["complete"] for r in summary["rounds"]):
             lines.append("  (* = round not finished yet)")
@@ -350,6 +391,17 @@ def format_text(summary: Dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"Queued ({len(summary['queued'])}): "
                      + ", ".join(f"round {r['round']} trial {r['index']}" for r in summary["queued"]))
+    pruning = summary["pruning"]
+    if pruning["pruned"]:
+        lines.append("")
+        saved = pruning["saved_seconds"]
+        share = (f"; about {_duration(saved)} of trial time saved "
+                 f"({saved / (pruning['trial_seconds'] + saved):.0%} of what running them to the end would have taken)"
+                 if saved is not None and pruning["trial_seconds"] + saved > 0 else "")
+        lines.append(f"Pruned ({pruning['pruned']}, by {pruning['pruner']}): they ran {_duration(pruning['pruned_seconds'])}{share}")
+        for r in pruning["trials"]:
+            lines.append(f"  round {r['round']} trial {r['index']} at step {_cell(r['pruned_step'])}, last score {_cell(r['score'])}: "
+                         f"{_params_text(r['params'])}")
     if summary["failures"]:
         lines.append("")
         lines.append(f"Failures ({len(summary['failures'])}):")

@@ -7,6 +7,9 @@ Layout under `<output_dir>/visualization` (open it with `visualdl --logdir <that
   per round, step = round number (the original's tags).
 * `visualization/pop_<i>/` — `population_transformation/<name>` and
   `population_transformation/eval_value`: candidate i's trial of each round, step = round.
+* `visualization/` — `learning_curve/round<r>-trial<i>`: the trial's intermediate results
+  (`report_intermediate_result`), step = the trial's own step, written live as the tuner reads
+  them; one tag per trial, so the pruner's decisions can be seen curve by curve (docs/pruning.md).
 * `visualization/trials/round<r>-trial<i>/` — one VisualDL run per finished trial holding an
   `add_hparams` record (its hyperparameters) and its score as the scalar `hparams/eval_value`:
   this is what fills the HYPER PARAMETERS tab (table, parallel coordinates, scatter). VisualDL
@@ -58,6 +61,7 @@ POPULATION_PREFIX = "population_transformation/"
 BEST_EVAL_TAG = TUNING_PREFIX + "best_eval_value"
 EVAL_TAG = POPULATION_PREFIX + "eval_value"
 HPARAM_METRIC = "hparams/eval_value"
+CURVE_PREFIX = "learning_curve/"
 TRIALS_DIR = "trials"
 
 
@@ -163,11 +167,28 @@ class VisualDLView(SearchObserver):
             self._pop(index)
         done = list(view.trials)
         for record in done:
+            curve = view.curves.get((record.round, record.index))
+            if curve:
+                self._write_curve(record, curve)
             self._note(record)
             if not self._trial_dir(record).is_dir():
                 self._write_trial(view, record)
         for round_index in sorted(view.rounds_complete):
             self._write_round(view, round_index, [t for t in done if t.round == round_index], self._so_far(round_index))
+
+    def on_intermediate(self, view: "SearchSnapshot", record: "TrialRecord", reports: Sequence["tuple[int, float]"]) -> None:
+        self._write_curve(record, reports)
+
+    def _write_curve(self, record: "TrialRecord", reports: Sequence["tuple[int, float]"]) -> None:
+        suffix = f"-attempt{record.attempt}" if record.attempt else ""
+        tag = f"{CURVE_PREFIX}round{record.round}-trial{record.index}{suffix}"
+        wrote = False
+        for step, score in reports:
+            if math.isfinite(score):
+                self._main.add_scalar(tag=tag, value=float(score), step=int(step))
+                wrote = True
+        if wrote:
+            self._main.flush()
 
     def on_trial_finished(self, view: "SearchSnapshot", record: "TrialRecord", is_best: bool) -> None:
         self._note(record)

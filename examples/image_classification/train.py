@@ -5,7 +5,9 @@ A template for your own train.py. The contract with autofinetune (README, "The t
   * --saved_params_dir=DIR: save the trained model there (the tuner creates DIR);
   * --model_path=DIR and --epochs=N: the population-based evaluator restores a parent's model
     from DIR and trains N more epochs (it passes --epochs=1) with the child's hyperparameters;
-  * call autofinetune.report_final_result(validation_score) once, at the end; higher is better.
+  * call autofinetune.report_final_result(validation_score) once, at the end; higher is better;
+  * optionally, autofinetune.report_intermediate_result(score, step) after each epoch: the
+    learning curve VisualDL shows, and what `--pruner` judges (it returns True to say "stop").
 
 Standalone:  python train.py --learning_rate=0.003 --saved_params_dir=/tmp/digits
 """
@@ -135,7 +137,9 @@ def main(argv=None):
     for _ in range(epochs_before):  # a resumed run continues the parent's batch-order stream
         torch.randperm(len(x_tr), generator=order)
     start = time.time()
+    trained = 0
     for epoch in range(args.epochs):
+        trained = epoch + 1
         model.train()
         perm = torch.randperm(len(x_tr), generator=order).to(device)
         for i in range(0, len(perm), args.batch_size):
@@ -144,15 +148,21 @@ def main(argv=None):
             loss = loss_fn(model(x_tr[idx]), y_tr[idx])
             loss.backward()
             opt.step()
-        print(f"epoch {epochs_before + epoch + 1}: loss {loss.item():.4f} "
-              f"val acc {accuracy(model, x_va, y_va):.4f}", flush=True)
+        epoch_acc = accuracy(model, x_va, y_va)
+        print(f"epoch {epochs_before + epoch + 1}: loss {loss.item():.4f} val acc {epoch_acc:.4f}", flush=True)
+        # The learning curve, for VisualDL and for --pruner: True means the tuner judged this
+        # trial hopeless; stop training, but still save and report (the tuner keeps neither
+        # as a result, and a clean exit beats the SIGTERM that follows --prune_grace).
+        if autofinetune.report_intermediate_result(epoch_acc, step=epochs_before + epoch + 1):
+            print(f"the tuner asked this trial to stop after epoch {epochs_before + epoch + 1}", flush=True)
+            break
 
     acc = accuracy(model, x_va, y_va)
-    print(f"validation accuracy {acc:.4f} ({args.epochs} epochs in {time.time() - start:.1f}s)")
+    print(f"validation accuracy {acc:.4f} ({trained} epochs in {time.time() - start:.1f}s)")
     if args.saved_params_dir:
         os.makedirs(args.saved_params_dir, exist_ok=True)
         torch.save(model.state_dict(), os.path.join(args.saved_params_dir, WEIGHTS_FILE))
-        info = {"val_accuracy": acc, "epochs_trained": epochs_before + args.epochs,
+        info = {"val_accuracy": acc, "epochs_trained": epochs_before + trained,
                 "weights_sha256": weights_sha256(model), "parent": args.model_path,
                 "hyperparameters": {k: getattr(args, k) for k in
                                     ("learning_rate", "batch_size", "dropout", "weight_decay")}}
