@@ -140,7 +140,7 @@ OPTIONS: Tuple[Option, ...] = (
     Option("evaluator", "--evaluator", str, "populationbased",
            "populationbased (default: resume from the better models of the last round) | fulltrail (train every candidate from scratch)",
            known_evaluator, MATCH, "evaluator"),
-    Option("tuning_strategy", "--tuning_strategy", str, "pshe2", "pshe2 (default) | hazero | an installed plugin's name",
+    Option("tuning_strategy", "--tuning_strategy", str, "pshe2", "pshe2 (default) | hazero | optuna.tpe, optuna.cmaes, optuna.gp (pip install autofinetune[optuna]) | an installed plugin's name",
            None, MATCH, "strategy"),
     Option("strategy_options", "--strategy_option", dict, None,
            "a strategy constant, NAME=VALUE, repeatable (pshe2: alpha, epsilon; hazero: sigma0; see docs/algorithms.md)",
