@@ -70,26 +70,40 @@ class Launcher:
 
     # -- finding a trial's descendants ------------------------------------------------------------
     def holders(self, cookies) -> dict:
-        """pid -> id of every process of this user carrying one of `cookies` in its environment."""
+        """pid -> id of every process carrying one of `cookies` in its environment.
+
+        No owner check: a cookie is 128 random bits that only a trial's descendants inherit, and
+        /proc/PID/environ of another user's process cannot be read anyway. One open and read per
+        process, at each trial's end (docs/overhead.md).
+        """
         found = {}
         if not self.proc or not cookies:
             return found
         needles = {(COOKIE_ENV + "=" + cookie + "\0").encode(): ident for ident, cookie in cookies.items()}
-        uid, me = os.getuid(), os.getpid()
+        me = str(os.getpid())
         try:
             names = os.listdir("/proc")
         except OSError:
             return found
         for name in names:
-            if not name.isdigit() or int(name) == me:
+            if not name.isdigit() or name == me:
                 continue
             try:
-                if os.stat(f"/proc/{name}").st_uid != uid:
-                    continue
-                with open(f"/proc/{name}/environ", "rb") as handle:
-                    data = b"\0" + handle.read()
+                fd = os.open(f"/proc/{name}/environ", os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
+            try:
+                chunks = [b"\0"]
+                while True:
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+            data = b"".join(chunks)
             for needle, ident in needles.items():
                 if b"\0" + needle in data:
                     found[int(name)] = ident
@@ -117,16 +131,20 @@ class Launcher:
                     continue
         return found
 
-    def signal_trials(self, idents, sig: int) -> None:
-        """`sig` to each trial's own group and every process carrying its cookie."""
+    def signal_trials(self, idents, sig: int) -> bool:
+        """`sig` to each trial's own group and every process carrying its cookie; True when
+        some process got it (False: nothing of these trials is left)."""
         passes = KILL_PASSES if sig == signal.SIGKILL else 1
+        signalled = False
         for _ in range(passes):
+            found_group = False
             for ident in idents:
                 group = self.groups.get(ident)
                 if group is not None:
                     for target in (lambda: os.killpg(group, sig), lambda: os.kill(group, sig)):
                         try:
                             target()
+                            found_group = True
                         except OSError:
                             pass
             found = self.holders({i: self.cookies[i] for i in idents if i in self.cookies})
@@ -139,9 +157,11 @@ class Launcher:
                     os.kill(pid, sig)
                 except OSError:
                     pass
+            signalled = signalled or found_group or bool(found)
             self.reap()
-            if not found and sig == signal.SIGKILL:
+            if not found and not found_group and sig == signal.SIGKILL:
                 break
+        return signalled
 
     # -- the tuner's requests -----------------------------------------------------------------------
     def send(self, line: str) -> None:
@@ -230,8 +250,13 @@ class Launcher:
             ident, grace = trial
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             self.send(f"exit {ident} {code}")
-            self.cleanups[ident] = time.monotonic() + grace
-            self.signal_trials([ident], signal.SIGTERM)
+            if self.signal_trials([ident], signal.SIGTERM):
+                self.cleanups[ident] = time.monotonic() + grace  # SIGKILL for what is left after the grace
+            else:
+                # Nothing of the trial is left: every descendant carries the cookie, is in its
+                # group, or came back to this subreaper; none can appear now, so no second pass.
+                self.cookies.pop(ident, None)
+                self.groups.pop(ident, None)
 
     def due_cleanups(self) -> None:
         now = time.monotonic()

@@ -1,7 +1,7 @@
 """The journal: the search's record of truth, as typed events, and the one replay of it.
 
-`journal.jsonl` holds one JSON object per line, appended (and fsync'd) before anything else
-depends on the fact it records. Every reader — `--resume` (rounds and `--async`), `summary`,
+`journal.jsonl` holds one JSON object per line, appended before anything else depends on the
+fact it records, and fsync'd where a power loss could otherwise lose it (see NOT_FSYNCED). Every reader — `--resume` (rounds and `--async`), `summary`,
 `plot`, the VisualDL view of a resumed search, the progress line — goes through `replay()` and
 reads the `SearchState` it builds; nobody parses the file on their own, so the readers cannot
 disagree (see docs/architecture.md, "The journal").
@@ -42,6 +42,15 @@ JOURNAL = "journal.jsonl"
 SCHEMA_VERSION = 2
 
 Key = Tuple[int, int]  # (round, index)
+
+
+#: Events appended without their own fsync. A killed tuner loses nothing by that (a written line
+#: is in the kernel's cache); only a crash of the machine could lose one, and then the trial it
+#: speaks of (queued, started, reporting) died with the machine and simply runs again on
+#: --resume. Each is made durable by the next fsync'd event anyway: `finish`, `retry`, `round`,
+#: `told`, `interrupted`, `start` and `resume` fsync before the search goes on. Two fsyncs fewer
+#: per trial (docs/overhead.md).
+NOT_FSYNCED = ("queued", "started", "intermediate")
 
 
 class JournalError(ConfigError):
@@ -508,7 +517,7 @@ class Journal:
                 written = os.write(self._fd, view)
                 view = view[written:]
             if durable:
-                os.fsync(self._fd)
+                _sync(self._fd)
         except OSError as error:
             try:  # leave no half record behind for the next append to glue onto
                 os.ftruncate(self._fd, before)
@@ -521,6 +530,11 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+#: fdatasync where there is one: an append must make the data and the new size durable, not the
+#: modification time (POSIX fsync's extra metadata write).
+_sync = getattr(os, "fdatasync", os.fsync)
 
 
 def _json_default(value: Any) -> Any:

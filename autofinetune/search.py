@@ -584,7 +584,8 @@ class Search:
         self._readers[key] = (record, IntermediateReader(spec.intermediate_path, spec.token))  # type: ignore[arg-type]
         self.journal.append(QueuedEvent(round=record.round, index=record.index, attempt=record.attempt, params=record.params,
                                         point=record.point, argv=argv, parent=record.parent, token_sha256=token_digest(spec.token),
-                                        result_path=str(spec.result_path), log_path=record.log_path, model_dir=record.model_dir))
+                                        result_path=str(spec.result_path), log_path=record.log_path, model_dir=record.model_dir),
+                            durable=False)  # see journal.NOT_FSYNCED
         self._specs[key] = (record, spec)
         self.backend.submit(spec)
 
@@ -594,7 +595,7 @@ class Search:
         record.slot, record.gpu = slot.label, slot.gpu
         self.journal.append(StartedEvent(round=record.round, index=record.index, attempt=record.attempt, pid=identity.pid,
                                          start_ticks=identity.start_ticks, slot=slot.label, worker=identity.worker,
-                                         host=identity.host, boot_id=identity.boot_id))
+                                         host=identity.host, boot_id=identity.boot_id), durable=False)
 
     def _maybe_retry(self, record: TrialRecord, outcome: TrialOutcome) -> bool:
         if (outcome.status not in (Status.FAILED, Status.TIMEOUT) or record.attempt >= self.config.max_retries

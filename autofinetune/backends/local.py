@@ -98,10 +98,14 @@ class LocalBackend:
 
     def _ready(self) -> List[TrialOutcome]:
         """Start what fits, then what has ended (or could not start)."""
-        while self._launching and self._queue and self._free:
-            self._launch(self._queue.popleft(), self._free.popleft())
+        self._fill()
         outcomes, self._unstarted = self._unstarted + self._drain_exits(0.0), []
         return outcomes
+
+    def _fill(self) -> None:
+        """Start queued trials in the free slots."""
+        while self._launching and self._queue and self._free:
+            self._launch(self._queue.popleft(), self._free.popleft())
 
     def _launch(self, spec: TrialSpec, slot: Slot) -> None:
         prepare_files(spec)  # an OSError here is the output dir's (search.py says so), not the trial's
@@ -147,8 +151,12 @@ class LocalBackend:
             exits += [(ident, -signal.SIGKILL) for ident in self._running if ident not in {i for i, _ in exits}]
             self._launcher = None
             launcher.close()
-        outcomes = (self._finish(ident, code) for ident, code in exits)
-        return [outcome for outcome in outcomes if outcome is not None]
+        outcomes = [outcome for outcome in (self._finish(ident, code) for ident, code in exits) if outcome is not None]
+        if outcomes:
+            # A freed slot takes the next queued trial now, before the search does its
+            # bookkeeping of the one that ended (journal, views): the slot is not idle meanwhile.
+            self._fill()
+        return outcomes
 
     def _finish(self, ident: int, status: int) -> Optional[TrialOutcome]:
         running = self._running.pop(ident, None)
