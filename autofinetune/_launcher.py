@@ -17,7 +17,7 @@ get SIGTERM, then SIGKILL after the trial's kill grace.
 Standard library only; run as `python -I -S _launcher.py FD PARENT_PID`. Protocol, one line
 each way: in, JSON `{"op": "start", "id", "argv", "env", "cwd", "grace"}` with the trial's log
 descriptor attached (SCM_RIGHTS), or `{"op": "signal", "id", "sig"}`; out, `ready FENCE`,
-`started ID PID`, `failed ID JSON-MESSAGE`, `exit ID STATUS` (STATUS negative for a signal).
+`started ID PID COOKIE`, `failed ID JSON-MESSAGE`, `exit ID STATUS` (STATUS negative for a signal).
 """
 import json
 import os
@@ -200,7 +200,7 @@ class Launcher:
         self.trials[pid] = (ident, float(request.get("grace", 5.0)))
         self.cookies[ident] = cookie
         self.groups[ident] = pid
-        self.send(f"started {ident} {pid}")
+        self.send(f"started {ident} {pid} {cookie}")
 
     def handle(self, request: dict, fd) -> None:
         if request.get("op") == "start":

@@ -120,6 +120,8 @@ class StartedEvent(Event):
     worker: Optional[str] = None
     host: Optional[str] = None
     boot_id: Optional[str] = None
+    #: The launcher's mark in the trial's and its descendants' environment (runner.cookie_holders).
+    cookie: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         """Where it ran is written only when known: a local trial names no worker."""

@@ -60,6 +60,8 @@ OK, FAILED, INVALID, TIMEOUT, INTERRUPTED, PRUNED = (Status.OK, Status.FAILED, S
                                                      Status.PRUNED)
 
 LAUNCHER = str(Path(__file__).with_name("_launcher.py"))
+#: The environment variable by which _launcher.py marks a trial's processes.
+COOKIE_ENV = "AUTOFINETUNE_TRIAL_COOKIE"
 #: A trial that exits 130 was interrupted (Ctrl-C's conventional status), not failed.
 INTERRUPTED_EXIT_CODES = frozenset({130, -signal.SIGINT})
 NO_REPORT = "no result reported (report_final_result was never called)"
@@ -155,20 +157,25 @@ class ProcessIdentity:
     boot_id: Optional[str] = None
     #: The Dask worker whose machine runs the group; None: the tuner's machine (see docs/dask.md).
     worker: Optional[str] = None
+    #: The launcher's cookie in the environment of the trial and its descendants.
+    cookie: Optional[str] = None
 
     @classmethod
-    def of(cls, pid: int) -> "ProcessIdentity":
-        return cls(pid, process_start_ticks(pid), socket.gethostname(), boot_id())
+    def of(cls, pid: int, cookie: Optional[str] = None) -> "ProcessIdentity":
+        return cls(pid, process_start_ticks(pid), socket.gethostname(), boot_id(), cookie=cookie)
 
     def to_json(self) -> Dict[str, Any]:
         """pid and start_ticks always; the other keys only when known, as old journals had them."""
         data: Dict[str, Any] = {"pid": self.pid, "start_ticks": self.start_ticks}
-        data.update({k: v for k, v in (("host", self.host), ("boot_id", self.boot_id), ("worker", self.worker)) if v is not None})
+        data.update({k: v for k, v in (("host", self.host), ("boot_id", self.boot_id), ("worker", self.worker),
+                                       ("cookie", self.cookie)) if v is not None})
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ProcessIdentity":
-        return cls(int(data["pid"]), data.get("start_ticks"), data.get("host"), data.get("boot_id"), data.get("worker"))
+        cookie = data.get("cookie")
+        return cls(int(data["pid"]), data.get("start_ticks"), data.get("host"), data.get("boot_id"), data.get("worker"),
+                   cookie if isinstance(cookie, str) else None)
 
     def is_elsewhere(self) -> bool:
         """True when the identity provably belongs to another machine or an earlier boot."""
@@ -183,10 +190,20 @@ def stop_stale_group(identity: ProcessIdentity, grace: float = 2.0) -> bool:
     The group is only signalled when it is of this machine and boot (identities from journals
     that predate host and boot id are taken as this machine's), and its leader is gone
     (orphans only) or provably the same process (same start time): never a newcomer that
-    happens to have the same pid.
+    happens to have the same pid. Then every process still carrying the trial's cookie is
+    stopped too: the descendants that left the group, found even when the old launcher that
+    would have stopped them is dead as well.
     """
     if identity.is_elsewhere():
         return False
+    found_group = _stop_group(identity, grace)
+    holders = cookie_holders(identity.cookie) if identity.cookie else []
+    if holders:
+        _term_then_kill(holders, grace)
+    return found_group or bool(holders)
+
+
+def _stop_group(identity: ProcessIdentity, grace: float) -> bool:
     pid = identity.pid
     leader_ticks = process_start_ticks(pid)
     if leader_ticks is not None and identity.start_ticks is not None and leader_ticks != identity.start_ticks:
@@ -206,6 +223,56 @@ def stop_stale_group(identity: ProcessIdentity, grace: float = 2.0) -> bool:
     except (ProcessLookupError, PermissionError):
         pass
     return True
+
+
+def cookie_holders(cookie: str) -> List[int]:
+    """The pids of the processes whose environment carries `cookie` (see _launcher.py)."""
+    needle = f"\0{COOKIE_ENV}={cookie}\0".encode()
+    found: List[int] = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    me = str(os.getpid())
+    for name in names:
+        if not name.isdigit() or name == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                if needle in b"\0" + handle.read():
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def _term_then_kill(pids: List[int], grace: float) -> None:
+    """SIGTERM, then SIGKILL to whichever of `pids` is still alive after `grace` seconds."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [pid for pid in alive if _running(pid)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie of someone else's cannot be reaped here)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read().decode(errors="replace")
+        return text[text.rindex(")") + 2:].split()[0] != "Z"
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _stop_old_launcher(trial_pid: int) -> None:
@@ -385,8 +452,9 @@ class Launcher:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def start(self, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int, kill_grace: float) -> Tuple[int, int]:
-        """(id, pid) of a trial started with its output to `output`; OSError if it cannot start."""
+    def start(self, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int,
+              kill_grace: float) -> Tuple[int, int, Optional[str]]:
+        """(id, pid, cookie) of a trial started with its output to `output`; OSError if it cannot start."""
         self._next_id += 1
         ident = self._next_id
         request = json.dumps({"op": "start", "id": ident, "argv": list(argv), "env": dict(env), "cwd": cwd,
@@ -407,7 +475,8 @@ class Launcher:
             head, _, tail = rest.partition(" ")
             if word in ("started", "failed") and head == str(ident):
                 if word == "started":
-                    return ident, int(tail)
+                    pid, _, cookie = tail.partition(" ")
+                    return ident, int(pid), cookie or None
                 try:
                     message = str(json.loads(tail))
                 except ValueError:
@@ -501,6 +570,9 @@ class TrialProcess:
         self.kill_grace = kill_grace
         self.stop_path = stop_path
         self.prune_grace = prune_grace
+        #: The random mark in the environment of the trial and its descendants (_launcher.py),
+        #: journaled so a resume can find them even if this launcher is gone.
+        self.cookie: Optional[str] = None
         self.stop_reason: Optional[Status] = None  # TIMEOUT, INTERRUPTED or PRUNED once asked to stop
         self.term_at: Optional[float] = None  # a pruning's TERM, once its grace is over
         self.kill_at: Optional[float] = None
@@ -515,14 +587,16 @@ class TrialProcess:
         """Start the trial through `launcher`, its output to the file descriptor `output`; OSError if it cannot start."""
         started = time.monotonic()
         try:
-            ident, pid = launcher.start(argv, env, cwd, output, kill_grace)
+            ident, pid, cookie = launcher.start(argv, env, cwd, output, kill_grace)
         except LauncherLost as error:
             try:
                 os.write(output, f"autofinetune: could not start {argv[0] if argv else '(nothing)'}: {error}\n".encode())
             except OSError:
                 pass
             raise
-        return cls(launcher, ident, pid, started, timeout, kill_grace, stop_path, prune_grace)
+        trial = cls(launcher, ident, pid, started, timeout, kill_grace, stop_path, prune_grace)
+        trial.cookie = cookie
+        return trial
 
     def request_stop(self, reason: Status, grace: float, now: float) -> None:
         """TERM the trial now and KILL it `grace` seconds later; a later request can only shorten the grace."""

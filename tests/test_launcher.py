@@ -1,6 +1,7 @@
 """The launcher's protocol, driven through runner.Launcher / TrialProcess without a search around it."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -217,6 +218,34 @@ def test_resume_stops_a_leftover_trial_through_its_old_launcher(tmp_path: Path):
         assert stop_stale_group(ProcessIdentity.of(trial.pid), grace=0.5)
         assert _gone(escaped, str(tmp_path)), "the escaped descendant of the leftover trial lived on"
         assert old.process.wait(timeout=10) == 0
+    finally:
+        old.close()
+        _kill_if_ours(tmp_path)
+
+
+def test_resume_stops_the_escaped_descendants_of_a_trial_whose_launcher_died_too(tmp_path: Path):
+    """The launcher SIGKILLed (the OOM killer, a kill of the wrong pid): nobody fences the trial
+    any more. The journaled identity carries the trial's cookie, so a resume still finds the
+    descendant that left the trial's process group, and stops it with the group."""
+    from autofinetune.runner import ProcessIdentity, stop_stale_group
+
+    old = Launcher()
+    try:
+        trial = _start(old, tmp_path, ESCAPER.replace('sys.argv[2]) if len(sys.argv) > 2 else 0', '60)'), grace=30.0)
+        escaped = _escaped(tmp_path)
+        assert trial.cookie and len(trial.cookie) == 32
+        identity = ProcessIdentity.from_json(ProcessIdentity.of(trial.pid, trial.cookie).to_json())  # as journaled
+        assert identity.cookie == trial.cookie
+        old.process.kill()
+        old.process.wait(timeout=10)
+        time.sleep(0.3)
+        assert _alive_and_ours(escaped, str(tmp_path)), "the escaped descendant should outlive a dead launcher"
+        # without the cookie (a journal from before it was kept), only the trial's group is found
+        assert stop_stale_group(dataclasses.replace(identity, cookie=None), grace=0.5)
+        assert _gone(trial.pid, str(tmp_path)), "the leftover trial lived on"
+        assert _alive_and_ours(escaped, str(tmp_path))
+        assert stop_stale_group(identity, grace=0.5)
+        assert _gone(escaped, str(tmp_path)), "the escaped descendant of the leftover trial lived on"
     finally:
         old.close()
         _kill_if_ours(tmp_path)

@@ -235,11 +235,18 @@ def test_resume_stops_a_leftover_trial_group_of_the_killed_run(resume_project: P
     result = subprocess.run(_args(out) + ["--round=1"], cwd=resume_project, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    # and a descendant of it that left its group, as a double-forked daemon does: only the
+    # journaled cookie of the trial finds it once the launcher that knew it is gone
+    cookie = "c0ffee" * 5 + "00"
+    escaped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True,
+                               env=dict(os.environ, AUTOFINETUNE_TRIAL_COOKIE=cookie))
     ticks = int(Path(f"/proc/{leftover.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     journal = out / "journal.jsonl"
     events = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert all(len(e["cookie"]) == 32 for e in events if e["event"] == "started")  # what the launcher marked each trial with
     kept = [e for e in events if not (e["event"] == "finish" and e["trial"]["index"] == 1) and e["event"] != "round"]
-    kept.append({"event": "started", "round": 0, "index": 1, "attempt": 0, "pid": leftover.pid, "start_ticks": ticks, "slot": "cpu:0"})
+    kept.append({"event": "started", "round": 0, "index": 1, "attempt": 0, "pid": leftover.pid, "start_ticks": ticks, "slot": "cpu:0",
+                 "cookie": cookie})
     journal.write_text("".join(json.dumps(e) + "\n" for e in kept))
     (out / "round0" / "result-1.json").unlink()  # it had not reported yet
     try:
@@ -247,9 +254,11 @@ def test_resume_stops_a_leftover_trial_group_of_the_killed_run(resume_project: P
         assert result.returncode == 0, result.stderr
         assert f"Stopped a leftover process group of round 0 trial 1 from the interrupted run (pid {leftover.pid})" in result.stdout
         assert leftover.wait(timeout=5) is not None
+        assert escaped.wait(timeout=5) is not None
     finally:
-        if leftover.poll() is None:
-            leftover.kill()
-            leftover.wait()
+        for process in (leftover, escaped):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     rows = json.loads((out / "trials.json").read_text())
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
