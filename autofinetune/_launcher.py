@@ -5,8 +5,10 @@ session, a double-forked daemon, a trial that calls setpgid itself — and those
 trial and the tuner. This launcher is made a child subreaper, so every orphaned descendant of a
 trial comes back to it whatever session or group it moved to, and each trial carries a random
 cookie in its environment (AUTOFINETUNE_TRIAL_COOKIE) by which the launcher finds its
-descendants in /proc, as Jenkins' ProcessTreeKiller does. cgroup v2 would be a tighter fence
-but is not used: see docs/dask.md ("Process fence").
+descendants in /proc, as Jenkins' ProcessTreeKiller does. Where the cgroup v2 hierarchy is
+writable, each trial also gets a cgroup of its own, the tightest fence Linux has: every
+descendant is in it whatever it does to its session, group or environment, and the launcher
+reads the members from `cgroup.procs` instead of scanning /proc (docs/dask.md, "Process fence").
 
 The tuner holds the other end of a socket pair (the lifeline). On end-of-file there — which the
 kernel delivers however the tuner died, SIGKILL included — or on PR_SET_PDEATHSIG's SIGTERM,
@@ -17,7 +19,7 @@ get SIGTERM, then SIGKILL after the trial's kill grace.
 Standard library only; run as `python -I -S _launcher.py FD PARENT_PID`. Protocol, one line
 each way: in, JSON `{"op": "start", "id", "argv", "env", "cwd", "grace"}` with the trial's log
 descriptor attached (SCM_RIGHTS), or `{"op": "signal", "id", "sig"}`; out, `ready FENCE`,
-`started ID PID COOKIE`, `failed ID JSON-MESSAGE`, `exit ID STATUS` (STATUS negative for a signal).
+`started ID PID COOKIE JSON-CGROUP-PATH-OR-null`, `failed ID JSON-MESSAGE`, `exit ID STATUS` (STATUS negative for a signal).
 """
 import json
 import os
@@ -47,6 +49,150 @@ def _proc_readable() -> bool:
     return os.path.exists(f"/proc/{os.getpid()}/environ")
 
 
+class Cgroups:
+    """One cgroup v2 per trial, under one folder of this launcher's, where the hierarchy lets us.
+
+    A trial is spawned *into* its cgroup: the launcher (single-threaded) moves itself there,
+    posix_spawns, and moves itself back, so not even a child the trial forks at once is missed
+    (moving the trial after the spawn would race with that fork). No controller is enabled, so
+    the cgroups cost nothing but a folder. Anything failing at the probe (no cgroup2 mount, no
+    write permission, a systemd slice that is not delegated) leaves the fence to the cookie.
+    """
+
+    def __init__(self) -> None:
+        self.home = ""  # the cgroup this launcher lives in (and returns to after each spawn)
+        self.root = ""  # our folder of trial cgroups; "" when cgroups are not used
+        self.can_kill = False
+        if os.environ.get("AUTOFINETUNE_NO_CGROUP"):
+            return  # the cookie fence alone (tests, or a system where cgroups must not be touched)
+        try:
+            home = _own_cgroup2()
+            root = os.path.join(home, f"autofinetune-{os.getpid()}-{os.urandom(4).hex()}")
+            os.mkdir(root)
+        except OSError:
+            return
+        self.home, self.root = home, root
+        try:
+            probe = self.make("probe")
+        except OSError:
+            self.close()
+            return
+        try:
+            self._join(probe)
+        except OSError:
+            self._join_home_quietly()
+            self.remove(probe)
+            self.close()
+            return
+        try:
+            self._join(self.home)
+        except OSError:  # in, but not back out: stay put, without the fence
+            self.root = ""
+            return
+        self.remove(probe)
+        self.can_kill = os.path.exists(os.path.join(root, "cgroup.kill"))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.root)
+
+    def make(self, name: str) -> str:
+        path = os.path.join(self.root, name)
+        os.mkdir(path)
+        return path
+
+    def _join(self, path: str) -> None:
+        fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY)
+        try:
+            os.write(fd, b"0")  # 0: the writing process itself
+        finally:
+            os.close(fd)
+
+    def _join_home_quietly(self) -> None:
+        try:
+            self._join(self.home)
+        except OSError:
+            pass
+
+    def spawn_into(self, path: str, spawn):
+        """spawn() with this process inside `path`, so its child starts there."""
+        self._join(path)
+        try:
+            return spawn()
+        finally:
+            self._join_home_quietly()
+
+    def members(self, path: str) -> list:
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as handle:
+                return [int(pid) for pid in handle.read().split()]
+        except (OSError, ValueError):
+            return []
+
+    def kill(self, path: str) -> None:
+        """SIGKILL everything in `path`, at once where the kernel has cgroup.kill (5.14+)."""
+        if self.can_kill:
+            try:
+                fd = os.open(os.path.join(path, "cgroup.kill"), os.O_WRONLY)
+                try:
+                    os.write(fd, b"1")
+                finally:
+                    os.close(fd)
+                return
+            except OSError:
+                pass
+        for pid in self.members(path):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def remove(self, path: str) -> bool:
+        """Remove an empty trial cgroup; False while processes (or zombies) remain in it."""
+        try:
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+
+    def close(self, reap=lambda: None) -> None:
+        """Kill what is left in every trial cgroup and remove them all (`reap`: the launcher's,
+        since a killed child stays in its cgroup as a zombie until it is reaped)."""
+        if self.root:
+            for name in os.listdir(self.root) if os.path.isdir(self.root) else []:
+                path = os.path.join(self.root, name)
+                if os.path.isdir(path):
+                    self.kill(path)
+                    for _ in range(100):
+                        reap()
+                        if self.remove(path):
+                            break
+                        time.sleep(0.02)
+            self.remove(self.root)
+            self.root = ""
+
+
+def _own_cgroup2() -> str:
+    """The folder of this process's cgroup in the cgroup v2 hierarchy; OSError when there is none."""
+    with open("/proc/self/cgroup") as handle:
+        relative = next((line.strip()[3:] for line in handle if line.startswith("0::")), None)
+    if relative is None:
+        raise OSError("no cgroup v2 membership")
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == "cgroup2":
+                mount_root, mount_point = left.split()[3], left.split()[4]
+                if relative == mount_root or relative.startswith(mount_root.rstrip("/") + "/"):
+                    inside = relative[len(mount_root.rstrip("/")):].lstrip("/")
+                    path = os.path.join(mount_point, inside)
+                    if os.path.isdir(path):
+                        return path
+    raise OSError("the cgroup v2 hierarchy is not mounted here")
+
+
 class Launcher:
     def __init__(self, sock: socket.socket, parent: int) -> None:
         self.sock = sock
@@ -54,6 +200,8 @@ class Launcher:
         self.trials = {}  # pid -> (id, cookie, grace): running trials
         self.cookies = {}  # id -> cookie, for running trials and those whose leftovers are being stopped
         self.groups = {}  # id -> the trial's own process group (its pid)
+        self.cgroup_of = {}  # id -> the trial's cgroup folder (cgroup fence only)
+        self.empty_later = {}  # id -> a killed trial's cgroup, removed once its processes are gone
         self.cleanups = {}  # id -> when its leftovers get SIGKILL
         self.buffer = b""
         self.fds = []
@@ -61,7 +209,10 @@ class Launcher:
         subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         self.proc = _proc_readable()
-        if subreaper and self.proc:
+        self.cgroups = Cgroups()
+        if self.cgroups.active:
+            self.fence = "cgroup v2 (one per trial)" + (" + subreaper" if subreaper else "")
+        elif subreaper and self.proc:
             self.fence = "subreaper + environment cookie"
         elif self.proc:
             self.fence = "environment cookie (no subreaper: a descendant that drops the cookie is not stopped)"
@@ -147,8 +298,20 @@ class Launcher:
                             found_group = True
                         except OSError:
                             pass
-            found = self.holders({i: self.cookies[i] for i in idents if i in self.cookies})
-            if set(idents) >= set(self.cookies):
+            if self.cgroups.active:
+                found = {}
+                for ident in idents:
+                    path = self.cgroup_of.get(ident)
+                    if path is None:
+                        continue
+                    if sig == signal.SIGKILL and self.cgroups.members(path):
+                        self.cgroups.kill(path)
+                        found_group = True
+                    else:
+                        found.update(dict.fromkeys(self.cgroups.members(path), ident))
+            else:
+                found = self.holders({i: self.cookies[i] for i in idents if i in self.cookies})
+            if not self.cgroups.active and set(idents) >= set(self.cookies):
                 # Orphans that came back to this subreaper without the cookie (a descendant that
                 # cleared its environment) belong to these trials when no other trial is known.
                 found.update(dict.fromkeys(self.children()))
@@ -186,7 +349,12 @@ class Launcher:
             cwd = request.get("cwd")
             if cwd:
                 os.stat(cwd)  # a missing cwd is a start failure, as with subprocess
-            pid = _spawn(argv, env, cwd, actions)
+            cgroup = None
+            if self.cgroups.active:
+                cgroup = self.cgroups.make(f"trial-{ident}")
+                pid = self.cgroups.spawn_into(cgroup, lambda: _spawn(argv, env, cwd, actions))
+            else:
+                pid = _spawn(argv, env, cwd, actions)
         except OSError as error:
             message = f"could not start {argv[0] if argv else '(nothing)'}: {error}"
             try:
@@ -200,7 +368,9 @@ class Launcher:
         self.trials[pid] = (ident, float(request.get("grace", 5.0)))
         self.cookies[ident] = cookie
         self.groups[ident] = pid
-        self.send(f"started {ident} {pid} {cookie}")
+        if cgroup is not None:
+            self.cgroup_of[ident] = cgroup
+        self.send(f"started {ident} {pid} {cookie} {json.dumps(cgroup)}")
 
     def handle(self, request: dict, fd) -> None:
         if request.get("op") == "start":
@@ -253,10 +423,9 @@ class Launcher:
             if self.signal_trials([ident], signal.SIGTERM):
                 self.cleanups[ident] = time.monotonic() + grace  # SIGKILL for what is left after the grace
             else:
-                # Nothing of the trial is left: every descendant carries the cookie, is in its
-                # group, or came back to this subreaper; none can appear now, so no second pass.
-                self.cookies.pop(ident, None)
-                self.groups.pop(ident, None)
+                # Nothing of the trial is left: every descendant is in its cgroup, carries the
+                # cookie, is in its group, or came back to this subreaper; none can appear now.
+                self.forget(ident)
 
     def due_cleanups(self) -> None:
         now = time.monotonic()
@@ -265,8 +434,18 @@ class Launcher:
             self.signal_trials(due, signal.SIGKILL)
             for ident in due:
                 del self.cleanups[ident]
-                self.cookies.pop(ident, None)
-                self.groups.pop(ident, None)
+                self.forget(ident)
+        for ident, path in list(self.empty_later.items()):
+            if self.cgroups.remove(path):
+                del self.empty_later[ident]
+
+    def forget(self, ident) -> None:
+        """The trial and all of its processes are gone: drop what the launcher kept of it."""
+        self.cookies.pop(ident, None)
+        self.groups.pop(ident, None)
+        path = self.cgroup_of.pop(ident, None)
+        if path is not None and not self.cgroups.remove(path):
+            self.empty_later[ident] = path  # killed processes leave the cgroup a moment later
 
     def run(self) -> int:
         wake_r, wake_w = os.pipe()
@@ -284,6 +463,8 @@ class Launcher:
         self.send(f"ready {self.fence}")
         while not self.tuner_gone:
             timeout = max(0.0, min(self.cleanups.values()) - time.monotonic()) if self.cleanups else None
+            if self.empty_later:  # a killed trial's cgroup empties as its processes are reaped
+                timeout = 0.05 if timeout is None else min(timeout, 0.05)
             for key, _ in selector.select(timeout):
                 if key.data == "wake":
                     try:
@@ -297,6 +478,7 @@ class Launcher:
             self.due_cleanups()
         # The tuner is gone: nobody will wait for a grace or read a status.
         self.signal_trials(list(self.cookies), signal.SIGKILL)
+        self.cgroups.close(self.reap)
         return 0
 
     def _on_term(self, signum, frame) -> None:

@@ -122,6 +122,8 @@ class StartedEvent(Event):
     boot_id: Optional[str] = None
     #: The launcher's mark in the trial's and its descendants' environment (runner.cookie_holders).
     cookie: Optional[str] = None
+    #: The trial's cgroup v2 folder, where the launcher fenced it with one (runner._stop_cgroup).
+    cgroup: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         """Where it ran is written only when known: a local trial names no worker."""

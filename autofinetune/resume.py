@@ -197,7 +197,8 @@ def _stop_leftovers(search: "Search", state: SearchState) -> None:
     """Stop what still runs of trials the dead tuner started and never saw finish."""
     for key, event in sorted(state.running.items()):
         identity = ProcessIdentity(pid=event.pid, start_ticks=event.start_ticks, host=event.host, boot_id=event.boot_id,
-                                   worker=event.worker, cookie=event.cookie if isinstance(event.cookie, str) else None)
+                                   worker=event.worker, cookie=event.cookie if isinstance(event.cookie, str) else None,
+                                   cgroup=event.cgroup if isinstance(event.cgroup, str) else None)
         if search.backend.stop_leftover(identity):
             where = f" on {event.worker}" if event.worker else ""
             search.echo(f"Stopped a leftover process group of round {key[0]} trial {key[1]} from the interrupted run (pid {event.pid}{where}).")

@@ -159,23 +159,25 @@ class ProcessIdentity:
     worker: Optional[str] = None
     #: The launcher's cookie in the environment of the trial and its descendants.
     cookie: Optional[str] = None
+    #: The trial's cgroup v2 folder (the cgroup fence), holding every descendant.
+    cgroup: Optional[str] = None
 
     @classmethod
-    def of(cls, pid: int, cookie: Optional[str] = None) -> "ProcessIdentity":
-        return cls(pid, process_start_ticks(pid), socket.gethostname(), boot_id(), cookie=cookie)
+    def of(cls, pid: int, cookie: Optional[str] = None, cgroup: Optional[str] = None) -> "ProcessIdentity":
+        return cls(pid, process_start_ticks(pid), socket.gethostname(), boot_id(), cookie=cookie, cgroup=cgroup)
 
     def to_json(self) -> Dict[str, Any]:
         """pid and start_ticks always; the other keys only when known, as old journals had them."""
         data: Dict[str, Any] = {"pid": self.pid, "start_ticks": self.start_ticks}
         data.update({k: v for k, v in (("host", self.host), ("boot_id", self.boot_id), ("worker", self.worker),
-                                       ("cookie", self.cookie)) if v is not None})
+                                       ("cookie", self.cookie), ("cgroup", self.cgroup)) if v is not None})
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ProcessIdentity":
-        cookie = data.get("cookie")
+        cookie, cgroup = data.get("cookie"), data.get("cgroup")
         return cls(int(data["pid"]), data.get("start_ticks"), data.get("host"), data.get("boot_id"), data.get("worker"),
-                   cookie if isinstance(cookie, str) else None)
+                   cookie if isinstance(cookie, str) else None, cgroup if isinstance(cgroup, str) else None)
 
     def is_elsewhere(self) -> bool:
         """True when the identity provably belongs to another machine or an earlier boot."""
@@ -198,9 +200,48 @@ def stop_stale_group(identity: ProcessIdentity, grace: float = 2.0) -> bool:
         return False
     found_group = _stop_group(identity, grace)
     holders = cookie_holders(identity.cookie) if identity.cookie else []
+    members = _stop_cgroup(identity.cgroup, grace) if identity.cgroup else False
     if holders:
         _term_then_kill(holders, grace)
-    return found_group or bool(holders)
+    return found_group or bool(holders) or members
+
+
+def _stop_cgroup(path: str, grace: float) -> bool:
+    """Stop everything in a trial's cgroup left by a dead launcher, and remove the cgroup (and
+    the launcher's folder of them, once empty); True if a process was found in it.
+
+    Only a folder named as the launcher names them (`.../autofinetune-PID-HEX/trial-N`) inside
+    a cgroup2 mount is touched: the path comes from the journal, which is data.
+    """
+    folder = Path(path)
+    if not (folder.name.startswith("trial-") and folder.parent.name.startswith("autofinetune-")):
+        return False
+    procs = folder / "cgroup.procs"
+    try:
+        if not procs.is_file() or not (folder / "cgroup.events").is_file():  # only a cgroup folder has both
+            return False
+        members = [int(pid) for pid in procs.read_text().split()]
+    except (OSError, ValueError):
+        return False
+    if members:
+        _term_then_kill(members, grace)
+        try:
+            (folder / "cgroup.kill").write_text("1")
+        except OSError:
+            pass
+    for _ in range(100):
+        try:
+            folder.rmdir()
+            break
+        except FileNotFoundError:
+            break
+        except OSError:
+            time.sleep(0.02)
+    try:
+        folder.parent.rmdir()  # the dead launcher's folder, if no other trial of it is left
+    except OSError:
+        pass
+    return bool(members)
 
 
 def _stop_group(identity: ProcessIdentity, grace: float) -> bool:
@@ -443,6 +484,8 @@ class Launcher:
         self._exits: List[Tuple[int, int]] = []
         self._next_id = 0
         self.lost = False
+        #: The cgroup the launcher put the last trial it started in (None: no cgroup fence).
+        self.last_cgroup: Optional[str] = None
         line = self._line(30.0)
         if line is None or not line.startswith("ready "):
             self.close()
@@ -475,7 +518,11 @@ class Launcher:
             head, _, tail = rest.partition(" ")
             if word in ("started", "failed") and head == str(ident):
                 if word == "started":
-                    pid, _, cookie = tail.partition(" ")
+                    pid, cookie, cgroup = (tail.split(" ", 2) + ["", ""])[:3]
+                    try:
+                        self.last_cgroup = json.loads(cgroup) if cgroup else None
+                    except ValueError:
+                        self.last_cgroup = None
                     return ident, int(pid), cookie or None
                 try:
                     message = str(json.loads(tail))
@@ -573,6 +620,8 @@ class TrialProcess:
         #: The random mark in the environment of the trial and its descendants (_launcher.py),
         #: journaled so a resume can find them even if this launcher is gone.
         self.cookie: Optional[str] = None
+        #: The trial's own cgroup v2 folder, where the launcher has the cgroup fence; journaled too.
+        self.cgroup: Optional[str] = None
         self.stop_reason: Optional[Status] = None  # TIMEOUT, INTERRUPTED or PRUNED once asked to stop
         self.term_at: Optional[float] = None  # a pruning's TERM, once its grace is over
         self.kill_at: Optional[float] = None
@@ -596,6 +645,7 @@ class TrialProcess:
             raise
         trial = cls(launcher, ident, pid, started, timeout, kill_grace, stop_path, prune_grace)
         trial.cookie = cookie
+        trial.cgroup = launcher.last_cgroup if isinstance(launcher.last_cgroup, str) else None
         return trial
 
     def request_stop(self, reason: Status, grace: float, now: float) -> None:

@@ -595,7 +595,8 @@ class Search:
         record.slot, record.gpu = slot.label, slot.gpu
         self.journal.append(StartedEvent(round=record.round, index=record.index, attempt=record.attempt, pid=identity.pid,
                                          start_ticks=identity.start_ticks, slot=slot.label, worker=identity.worker,
-                                         host=identity.host, boot_id=identity.boot_id, cookie=identity.cookie), durable=False)
+                                         host=identity.host, boot_id=identity.boot_id, cookie=identity.cookie,
+                                         cgroup=identity.cgroup), durable=False)
 
     def _maybe_retry(self, record: TrialRecord, outcome: TrialOutcome) -> bool:
         if (outcome.status not in (Status.FAILED, Status.TIMEOUT) or record.attempt >= self.config.max_retries

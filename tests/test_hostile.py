@@ -511,9 +511,12 @@ def _kill_escaped(pid_file: Path, marker: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("fence", ["best here", "cookie"])
 @pytest.mark.parametrize("kind", list(ESCAPE_KINDS))
 @pytest.mark.parametrize("how", ["trial ends", "timeout", "ctrl-c", "tuner sigkilled"])
-def test_a_descendant_that_leaves_the_trials_group_does_not_outlive_it(tmp_path: Path, kind: str, how: str):
+def test_a_descendant_that_leaves_the_trials_group_does_not_outlive_it(tmp_path: Path, kind: str, how: str, fence: str):
+    """With the fence the machine offers (a cgroup per trial where cgroup v2 is writable) and
+    with the cookie fence every other Linux gets (AUTOFINETUNE_NO_CGROUP)."""
     marker = str(tmp_path)
     pid_file = tmp_path / "escaped.pid"
     (tmp_path / "train.py").write_text(PROLOGUE + _body(WHERE, f"pid_file, marker = {str(pid_file)!r}, {marker!r}\n",
@@ -522,7 +525,8 @@ def test_a_descendant_that_leaves_the_trials_group_does_not_outlive_it(tmp_path:
     extra = ["--timeout=1"] if how == "timeout" else []
     args = [sys.executable, "-m", "autofinetune", "train.py", "--param_file=hparam.yaml", "--popsize=1", "--round=1",
             f"--output_dir={tmp_path / 'out'}", "--workers=1", "--seed=1", "--evaluator=fulltrail", "--kill_grace=0.5", *extra]
-    tuner = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, AUTOFINETUNE_NO_CGROUP="1") if fence == "cookie" else dict(os.environ)
+    tuner = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         pid = _escaped_pid(pid_file, tuner)
         if how == "ctrl-c":
@@ -541,9 +545,14 @@ def test_a_descendant_that_leaves_the_trials_group_does_not_outlive_it(tmp_path:
 
 
 def test_the_search_header_names_the_fence(tmp_path: Path):
+    from autofinetune.runner import Launcher
+
+    probe = Launcher()
+    probe.close()
     result, rows, _ = _search(tmp_path, "autofinetune.report_final_result(0.5)\n", "--evaluator=fulltrail", popsize=1)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "fence: subreaper + environment cookie" in result.stdout
+    assert probe.fence in ("cgroup v2 (one per trial) + subreaper", "subreaper + environment cookie")
+    assert f"fence: {probe.fence}" in result.stdout
 
 
 _DASK_TRIAL = """

@@ -17,8 +17,29 @@ from autofinetune.runner import Launcher, TrialProcess
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fence tested here needs Linux")
 
 
+def _cgroups_writable() -> bool:
+    probe = Launcher()
+    try:
+        return probe.fence.startswith("cgroup v2")
+    finally:
+        probe.close()
+
+
+@pytest.fixture(autouse=True, params=["cgroup", "cookie"])
+def fence(request, monkeypatch) -> str:
+    """Every test twice: with the cgroup fence (where the cgroup v2 hierarchy is writable, as for
+    root on this CI) and with the cookie fence that every other Linux system gets."""
+    if request.param == "cookie":
+        monkeypatch.setenv("AUTOFINETUNE_NO_CGROUP", "1")
+    else:
+        monkeypatch.delenv("AUTOFINETUNE_NO_CGROUP", raising=False)
+        if not _cgroups_writable():
+            pytest.skip("the cgroup v2 hierarchy is not writable here")
+    return request.param
+
+
 @pytest.fixture
-def launcher():
+def launcher(fence):
     started = Launcher()
     try:
         yield started
@@ -70,8 +91,8 @@ def _gone(pid: int, marker: str, seconds: float = 5.0) -> bool:
     return False
 
 
-def test_the_launcher_names_its_fence(launcher: Launcher):
-    assert launcher.fence == "subreaper + environment cookie"
+def test_the_launcher_names_its_fence(launcher: Launcher, fence: str):
+    assert launcher.fence == ("cgroup v2 (one per trial) + subreaper" if fence == "cgroup" else "subreaper + environment cookie")
 
 
 def test_start_runs_the_trial_in_its_own_group_with_output_in_the_log(launcher: Launcher, tmp_path: Path):
@@ -223,7 +244,7 @@ def test_resume_stops_a_leftover_trial_through_its_old_launcher(tmp_path: Path):
         _kill_if_ours(tmp_path)
 
 
-def test_resume_stops_the_escaped_descendants_of_a_trial_whose_launcher_died_too(tmp_path: Path):
+def test_resume_stops_the_escaped_descendants_of_a_trial_whose_launcher_died_too(tmp_path: Path, fence: str):
     """The launcher SIGKILLed (the OOM killer, a kill of the wrong pid): nobody fences the trial
     any more. The journaled identity carries the trial's cookie, so a resume still finds the
     descendant that left the trial's process group, and stops it with the group."""
@@ -234,12 +255,18 @@ def test_resume_stops_the_escaped_descendants_of_a_trial_whose_launcher_died_too
         trial = _start(old, tmp_path, ESCAPER.replace('sys.argv[2]) if len(sys.argv) > 2 else 0', '60)'), grace=30.0)
         escaped = _escaped(tmp_path)
         assert trial.cookie and len(trial.cookie) == 32
-        identity = ProcessIdentity.from_json(ProcessIdentity.of(trial.pid, trial.cookie).to_json())  # as journaled
-        assert identity.cookie == trial.cookie
+        identity = ProcessIdentity.from_json(ProcessIdentity.of(trial.pid, trial.cookie, trial.cgroup).to_json())  # as journaled
+        assert identity.cookie == trial.cookie and identity.cgroup == trial.cgroup
         old.process.kill()
         old.process.wait(timeout=10)
         time.sleep(0.3)
         assert _alive_and_ours(escaped, str(tmp_path)), "the escaped descendant should outlive a dead launcher"
+        if fence == "cgroup":  # the trial's cgroup alone holds all of it
+            assert stop_stale_group(dataclasses.replace(identity, cookie=None), grace=0.5)
+            assert _gone(trial.pid, str(tmp_path)) and _gone(escaped, str(tmp_path))
+            assert not Path(trial.cgroup).exists() and not Path(trial.cgroup).parent.exists(), "the dead launcher's cgroups are removed"
+            return
+        identity = dataclasses.replace(identity, cgroup=None)
         # without the cookie (a journal from before it was kept), only the trial's group is found
         assert stop_stale_group(dataclasses.replace(identity, cookie=None), grace=0.5)
         assert _gone(trial.pid, str(tmp_path)), "the leftover trial lived on"
@@ -248,4 +275,39 @@ def test_resume_stops_the_escaped_descendants_of_a_trial_whose_launcher_died_too
         assert _gone(escaped, str(tmp_path)), "the escaped descendant of the leftover trial lived on"
     finally:
         old.close()
+        _kill_if_ours(tmp_path)
+
+
+def test_the_cgroup_fence_stops_a_descendant_with_no_cookie_while_other_trials_run(launcher: Launcher, fence: str,
+                                                                                   tmp_path: Path):
+    """A child that clears its environment and leaves the session, and whose own parent is still
+    alive when the trial ends, is out of reach of the cookie (docs/dask.md); its cgroup holds it."""
+    if fence != "cgroup":
+        pytest.skip("the gap the cgroup fence closes: the cookie fence cannot find this descendant")
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other = _start(launcher, other_dir, "import time; time.sleep(60)", grace=0.3)  # another trial is known
+    try:
+        trial = _start(launcher, tmp_path, """
+            import os, sys, time
+            tmp = sys.argv[1]
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    open(os.path.join(tmp, "escaped.pid"), "w").write(str(os.getpid()))
+                    os.execve(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", tmp], {})
+                time.sleep(60)  # the parent stays: nothing is orphaned when the trial ends
+            time.sleep(0.5)
+        """, grace=0.3)
+        escaped = _escaped(tmp_path)
+        cgroup = Path(trial.cgroup)
+        assert str(escaped) in (cgroup / "cgroup.procs").read_text().split()
+        assert _wait(trial) == 0
+        assert _gone(escaped, str(tmp_path))
+        deadline = time.monotonic() + 5
+        while cgroup.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not cgroup.exists(), "the trial's cgroup is removed once it is empty"
+    finally:
+        other.kill_now()
         _kill_if_ours(tmp_path)

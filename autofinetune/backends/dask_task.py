@@ -118,7 +118,7 @@ def _supervise(payload: TrialPayload, here: "_Here", watch: "_StopWatch", log_fd
     except OSError as error:
         return _report(ReportState.START_FAILED, message=f"could not start on {here.address}: {error}",
                        duration=time.monotonic() - started)
-    announced = TrialStarted(payload.key, dataclasses.replace(ProcessIdentity.of(trial.pid, trial.cookie), worker=here.address), position, gpu)
+    announced = TrialStarted(payload.key, dataclasses.replace(ProcessIdentity.of(trial.pid, trial.cookie, trial.cgroup), worker=here.address), position, gpu)
     here.announce(payload, announced)
     watch.start()
     code: Optional[int] = None

@@ -128,7 +128,7 @@ class LocalBackend:
             return
         self._running[trial.ident] = _Running(spec, slot, trial)  # before on_start, which journals: a Ctrl-C there must not orphan it
         if self._on_start is not None:
-            self._on_start(spec, slot, ProcessIdentity.of(trial.pid, trial.cookie))
+            self._on_start(spec, slot, ProcessIdentity.of(trial.pid, trial.cookie, trial.cgroup))
 
     def _enforce_deadlines(self, limit: Optional[float]) -> Optional[float]:
         """Act on every passed deadline; the seconds until the next one, at most `limit` (None: no deadline, no limit)."""
