@@ -454,6 +454,14 @@ def prepare_files(spec: TrialSpec) -> None:
     os.close(create_log(spec.log_path))
 
 
+def _say_lost(output: int, argv: List[str], error: Exception) -> None:
+    """A trial that could not even be handed to the launcher says so in its own log."""
+    try:
+        os.write(output, f"autofinetune: could not start {argv[0] if argv else '(nothing)'}: {error}\n".encode())
+    except OSError:
+        pass
+
+
 class LauncherLost(OSError):
     """The launcher died (or never started): no trial can start, and running ones are gone."""
 
@@ -482,10 +490,11 @@ class Launcher:
             theirs.close()
         self._buffer = b""
         self._exits: List[Tuple[int, int]] = []
+        #: Answers to start requests not yet taken: id -> (pid, cookie, cgroup) or the failure.
+        self._started: Dict[int, Tuple[int, Optional[str], Optional[str]]] = {}
+        self._failed: Dict[int, str] = {}
         self._next_id = 0
         self.lost = False
-        #: The cgroup the launcher put the last trial it started in (None: no cgroup fence).
-        self.last_cgroup: Optional[str] = None
         line = self._line(30.0)
         if line is None or not line.startswith("ready "):
             self.close()
@@ -496,8 +505,23 @@ class Launcher:
         return self._sock.fileno()
 
     def start(self, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int,
-              kill_grace: float) -> Tuple[int, int, Optional[str]]:
-        """(id, pid, cookie) of a trial started with its output to `output`; OSError if it cannot start."""
+              kill_grace: float) -> Tuple[int, int, Optional[str], Optional[str]]:
+        """(id, pid, cookie, cgroup) of a trial started with its output to `output`, once the
+        launcher says it runs; OSError if it cannot start."""
+        ident = self.request_start(argv, env, cwd, output, kill_grace)
+        while ident not in self._started and ident not in self._failed:
+            line = self._line(None)
+            if line is None:
+                raise LauncherLost("the trial launcher is gone")
+            self._note(line)
+        if ident in self._failed:
+            raise OSError(self._failed.pop(ident))
+        return (ident, *self._started.pop(ident))
+
+    def request_start(self, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int, kill_grace: float) -> int:
+        """Ask for a trial to be started and return its id at once; the launcher's answer comes
+        with the exits (`take_started`, `take_failed`), so the tuner does its bookkeeping while
+        the launcher spawns. LauncherLost if the launcher is gone."""
         self._next_id += 1
         ident = self._next_id
         request = json.dumps({"op": "start", "id": ident, "argv": list(argv), "env": dict(env), "cwd": cwd,
@@ -510,26 +534,17 @@ class Launcher:
         except OSError as error:
             self.lost = True
             raise LauncherLost(f"the trial launcher is gone ({error})") from None
-        while True:
-            line = self._line(None)
-            if line is None:
-                raise LauncherLost("the trial launcher is gone")
-            word, _, rest = line.partition(" ")
-            head, _, tail = rest.partition(" ")
-            if word in ("started", "failed") and head == str(ident):
-                if word == "started":
-                    pid, cookie, cgroup = (tail.split(" ", 2) + ["", ""])[:3]
-                    try:
-                        self.last_cgroup = json.loads(cgroup) if cgroup else None
-                    except ValueError:
-                        self.last_cgroup = None
-                    return ident, int(pid), cookie or None
-                try:
-                    message = str(json.loads(tail))
-                except ValueError:
-                    message = tail
-                raise OSError(message)
-            self._note(line)
+        return ident
+
+    def take_started(self) -> Dict[int, Tuple[int, Optional[str], Optional[str]]]:
+        """id -> (pid, cookie, cgroup) of the trials the launcher started since the last call."""
+        started, self._started = self._started, {}
+        return started
+
+    def take_failed(self) -> Dict[int, str]:
+        """id -> why, for the start requests the launcher could not carry out."""
+        failed, self._failed = self._failed, {}
+        return failed
 
     def signal(self, ident: int, sig: int) -> None:
         try:
@@ -538,8 +553,9 @@ class Launcher:
             self.lost = True
 
     def exits(self, wait: Optional[float]) -> List[Tuple[int, int]]:
-        """(id, status) of trials that ended, waiting up to `wait` seconds (None: forever) for one."""
-        if not self._exits and not self.lost:
+        """(id, status) of trials that ended, waiting up to `wait` seconds (None: forever) for one
+        (or for the answer to a start request)."""
+        if not self._exits and not self._started and not self._failed and not self.lost:
             line = self._line(wait)
             if line is not None:
                 self._note(line)
@@ -563,9 +579,26 @@ class Launcher:
                 self.process.wait()
 
     def _note(self, line: str) -> None:
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "exit":
-            self._exits.append((int(parts[1]), int(parts[2])))
+        word, _, rest = line.partition(" ")
+        head, _, tail = rest.partition(" ")
+        try:
+            if word == "exit":
+                self._exits.append((int(head), int(tail)))
+            elif word == "started":
+                pid, cookie, cgroup = (tail.split(" ", 2) + ["", ""])[:3]
+                try:
+                    path = json.loads(cgroup) if cgroup else None
+                except ValueError:
+                    path = None
+                self._started[int(head)] = (int(pid), cookie or None, path if isinstance(path, str) else None)
+            elif word == "failed":
+                try:
+                    message = str(json.loads(tail))
+                except ValueError:
+                    message = tail
+                self._failed[int(head)] = message
+        except ValueError:
+            pass  # not a line of ours: the launcher writes nothing else
 
     def _line(self, wait: Optional[float]) -> Optional[str]:
         """The next line from the launcher, waiting up to `wait` seconds; None on timeout or its end."""
@@ -607,7 +640,7 @@ class TrialProcess:
     #: Seconds between looks for the stop file (one stat each).
     STOP_FILE_POLL = 0.2
 
-    def __init__(self, launcher: Launcher, ident: int, pid: int, started: float, timeout: Optional[float],
+    def __init__(self, launcher: Launcher, ident: int, pid: Optional[int], started: float, timeout: Optional[float],
                  kill_grace: float, stop_path: Optional[Path] = None, prune_grace: float = 30.0) -> None:
         self.launcher = launcher
         self.ident = ident
@@ -636,17 +669,31 @@ class TrialProcess:
         """Start the trial through `launcher`, its output to the file descriptor `output`; OSError if it cannot start."""
         started = time.monotonic()
         try:
-            ident, pid, cookie = launcher.start(argv, env, cwd, output, kill_grace)
+            ident, pid, cookie, cgroup = launcher.start(argv, env, cwd, output, kill_grace)
         except LauncherLost as error:
-            try:
-                os.write(output, f"autofinetune: could not start {argv[0] if argv else '(nothing)'}: {error}\n".encode())
-            except OSError:
-                pass
+            _say_lost(output, argv, error)
             raise
         trial = cls(launcher, ident, pid, started, timeout, kill_grace, stop_path, prune_grace)
-        trial.cookie = cookie
-        trial.cgroup = launcher.last_cgroup if isinstance(launcher.last_cgroup, str) else None
+        trial.started_as(pid, cookie, cgroup)
         return trial
+
+    @classmethod
+    def begin(cls, launcher: Launcher, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int,
+              timeout: Optional[float], kill_grace: float, stop_path: Optional[Path] = None,
+              prune_grace: float = 30.0) -> "TrialProcess":
+        """Like `start`, without waiting for the launcher's answer: `pid` is None until the owner
+        hands it over (`started_as`), from `Launcher.take_started`. Signals work meanwhile: the
+        launcher handles requests in order, so a stop sent now reaches the trial once it runs."""
+        started = time.monotonic()
+        try:
+            ident = launcher.request_start(argv, env, cwd, output, kill_grace)
+        except LauncherLost as error:
+            _say_lost(output, argv, error)
+            raise
+        return cls(launcher, ident, None, started, timeout, kill_grace, stop_path, prune_grace)
+
+    def started_as(self, pid: int, cookie: Optional[str], cgroup: Optional[str]) -> None:
+        self.pid, self.cookie, self.cgroup = pid, cookie, cgroup
 
     def request_stop(self, reason: Status, grace: float, now: float) -> None:
         """TERM the trial now and KILL it `grace` seconds later; a later request can only shorten the grace."""

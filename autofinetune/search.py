@@ -403,7 +403,11 @@ class Search:
         finally:
             try:
                 self._last_views()
-                self.journal.close()
+                try:
+                    self.journal.close()
+                except OSError as error:
+                    log.warning("could not make the journal durable (%s); it is complete on disk unless the machine "
+                                "crashes now", error.strerror or error)
                 self._notify("on_finish", result)
             finally:
                 self.backend.close()

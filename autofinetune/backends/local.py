@@ -99,8 +99,7 @@ class LocalBackend:
     def _ready(self) -> List[TrialOutcome]:
         """Start what fits, then what has ended (or could not start)."""
         self._fill()
-        outcomes, self._unstarted = self._unstarted + self._drain_exits(0.0), []
-        return outcomes
+        return self._drain_exits(0.0)
 
     def _fill(self) -> None:
         """Start queued trials in the free slots."""
@@ -117,18 +116,35 @@ class LocalBackend:
             # for a FIFO or a symlink in between (docs/security.md)
             log_fd = open_regular(spec.log_path, os.O_WRONLY)
             try:
-                trial = TrialProcess.start(self._launcher, spec.argv, env, spec.cwd, log_fd, spec.timeout, self.kill_grace,
+                # Not waiting for the launcher's answer: the search goes on with its bookkeeping
+                # while the launcher spawns (docs/overhead.md); the answer comes with the exits.
+                trial = TrialProcess.begin(self._launcher, spec.argv, env, spec.cwd, log_fd, spec.timeout, self.kill_grace,
                                            spec.stop_path, spec.prune_grace)
             finally:
                 os.close(log_fd)
         except OSError as error:
-            now = time.monotonic()
-            self._free.append(slot)
-            self._unstarted.append(TrialOutcome(spec, FAILED, None, None, slot, now, now, f"could not start: {error}"))
+            self._not_started(spec, slot, str(error))
             return
-        self._running[trial.ident] = _Running(spec, slot, trial)  # before on_start, which journals: a Ctrl-C there must not orphan it
-        if self._on_start is not None:
-            self._on_start(spec, slot, ProcessIdentity.of(trial.pid, trial.cookie, trial.cgroup))
+        self._running[trial.ident] = _Running(spec, slot, trial)
+
+    def _not_started(self, spec: TrialSpec, slot: Slot, why: str) -> None:
+        now = time.monotonic()
+        self._free.append(slot)
+        self._unstarted.append(TrialOutcome(spec, FAILED, None, None, slot, now, now, f"could not start: {why}"))
+
+    def _answers(self, launcher: Launcher) -> None:
+        """The launcher's answers to start requests: a pid to journal, or why it could not start."""
+        for ident, (pid, cookie, cgroup) in launcher.take_started().items():
+            running = self._running.get(ident)
+            if running is None:
+                continue
+            running.trial.started_as(pid, cookie, cgroup)
+            if self._on_start is not None:
+                self._on_start(running.spec, running.slot, ProcessIdentity.of(pid, cookie, cgroup))
+        for ident, why in launcher.take_failed().items():
+            running = self._running.pop(ident, None)
+            if running is not None:
+                self._not_started(running.spec, running.slot, why)
 
     def _enforce_deadlines(self, limit: Optional[float]) -> Optional[float]:
         """Act on every passed deadline; the seconds until the next one, at most `limit` (None: no deadline, no limit)."""
@@ -145,13 +161,16 @@ class LocalBackend:
         """The outcomes of the trials that ended, waiting up to `wait` seconds (None: forever) for one."""
         launcher = self._launcher
         if launcher is None:
-            return []
-        exits = launcher.exits(wait)
+            outcomes, self._unstarted = self._unstarted, []
+            return outcomes
+        exits = launcher.exits(0.0 if self._unstarted else wait)
+        self._answers(launcher)  # before the exits: a trial's start is journaled before its end
         if launcher.lost:  # nobody will report these trials' ends: they died with their launcher
             exits += [(ident, -signal.SIGKILL) for ident in self._running if ident not in {i for i, _ in exits}]
             self._launcher = None
             launcher.close()
         outcomes = [outcome for outcome in (self._finish(ident, code) for ident, code in exits) if outcome is not None]
+        outcomes, self._unstarted = self._unstarted + outcomes, []
         if outcomes:
             # A freed slot takes the next queued trial now, before the search does its
             # bookkeeping of the one that ended (journal, views): the slot is not idle meanwhile.
