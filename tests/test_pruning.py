@@ -260,3 +260,22 @@ def test_pruner_options_are_checked_before_anything_runs(curves: Path):
     assert _search(curves, out, *ASHA_2, "levels", "0.9,0.95,0.1", "step_seconds", "0.01").returncode == 0
     result = _search(curves, out, "--pruner=median", "--resume", "levels", "0.9,0.95,0.1", "step_seconds", "0.01")
     assert result.returncode == 2 and "--pruner differs" in result.stderr
+
+
+def test_standalone_the_report_prints_and_never_asks_to_stop(tmp_path: Path):
+    """The same train.py runs without the tuner: the call prints and returns False; it imports
+    only the standard library, as the final report does."""
+    script = tmp_path / "alone.py"
+    script.write_text(textwrap.dedent("""
+        import sys, autofinetune
+        answers = [autofinetune.report_intermediate_result(0.25 * step) for step in range(1, 4)]
+        answers.append(autofinetune.report_intermediate_result(0.9, step=10))
+        print(answers, sorted(m for m in sys.modules if m.split(".")[0] in ("numpy", "yaml", "cma", "visualdl")))
+    """))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOFINETUNE_")}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:4] == [f"autofinetune: intermediate result {0.25 * s} at step {s} (not running under the tuner; nothing recorded)"
+                         for s in (1, 2, 3)] + ["autofinetune: intermediate result 0.9 at step 10 (not running under the tuner; nothing recorded)"]
+    assert lines[4] == "[False, False, False, False] []"
