@@ -30,26 +30,23 @@ can be sorted by it.
 
 Everything is written from the tuner's process only (VisualDL crashes when two processes create
 the same new log folder at once), folders are created before any trial could need them, and
-each write is flushed at once so `visualdl --logdir` shows the search live. After the start,
-the writes happen in one thread of this view, in the order the hooks came: a VisualDL run per
-finished trial costs a writer (and its thread) of its own, about 4 ms, which the search's thread
-no longer waits for between one trial's end and the next one's start (docs/overhead.md). `visualdl` is
+each write is flushed at once so `visualdl --logdir` shows the search live. A finished trial's
+own run is written as one small record file in one write (`_write_run`), with VisualDL's own
+record builders and framing: a `LogWriter` there cost a writer thread per trial, about 4 ms of
+the search's thread between one trial's end and the next one's start (docs/overhead.md). `visualdl` is
 imported on the search's start, not at `import autofinetune`; note that `import visualdl`
 itself creates `~/.visualdl/` (its config folder) in the user's home.
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import math
 import os
-import queue
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from ..rules import best_of, better, is_success
 from ..search import SearchObserver
@@ -107,6 +104,42 @@ def _record_file_name() -> str:
     return f"vdlrecords.{time.time_ns()}.log"
 
 
+def _write_run(folder: Path, hparams: Dict[str, Any], metrics: List[str], scalars: List["tuple[str, float, int]"],
+               walltime: int) -> bool:
+    """One VisualDL run (its meta record, an hparams record and `scalars`) as one record file,
+    written at once: what a LogWriter writes, without its writer thread. Built with VisualDL's
+    own record builders and framing, so LogReader reads it as any run (tests/test_views.py);
+    False when this VisualDL lacks them (the caller then uses a LogWriter)."""
+    try:
+        from visualdl.component.base_component import hparam, meta_data, scalar
+        from visualdl.utils.md5_util import md5
+        from visualdl.writer.record_writer import RecordWriter
+    except ImportError:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    name = os.path.join(str(folder), _record_file_name())
+    records = [meta_data(tag="meta_data_tag", display_name="", step=0, walltime=walltime),
+               hparam(name=md5(name), hparam_dict=hparams, metric_list=metrics, walltime=walltime)]
+    records += [scalar(tag=tag, value=value, step=step, walltime=walltime) for tag, value, step in scalars]
+    buffer = _Buffer()
+    framing = RecordWriter(buffer)
+    for record in records:
+        framing.write(record.SerializeToString())
+    with open(name, "wb") as handle:
+        handle.write(b"".join(buffer.parts))
+    return True
+
+
+class _Buffer:
+    """What RecordWriter writes to, gathered for one write of the whole file."""
+
+    def __init__(self) -> None:
+        self.parts: List[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
 def scalar_value(param: "Param", value: Any) -> Optional[float]:
     """A hyperparameter value as a VisualDL scalar: numbers as floats, other choices by position."""
     if isinstance(value, (int, float)):
@@ -142,10 +175,6 @@ class VisualDLView(SearchObserver):
         # Each round's best, kept as trials finish: "best so far as of round r" is then the best
         # of at most r + 1 records, not of every trial (docs/overhead.md).
         self._round_best: Dict[int, "TrialRecord"] = {}
-        # The writing thread and its queue of writes (None: not started, or closed).
-        self._jobs: "queue.Queue[Optional[Callable[[], None]]]" = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
-        self._broken = False
 
     def _note(self, record: "TrialRecord") -> None:
         if better(record, self._round_best.get(record.round)):
@@ -186,39 +215,8 @@ class VisualDLView(SearchObserver):
         for round_index in sorted(view.rounds_complete):
             self._write_round(view, round_index, [t for t in done if t.round == round_index], self._so_far(round_index))
 
-    # -- the writing thread ----------------------------------------------------------------------
-    def _later(self, job: Callable[[], None]) -> None:
-        """Queue a write for the view's thread (started on first use)."""
-        if self._broken:
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="autofinetune-visualdl", daemon=True)
-            self._thread.start()
-        self._jobs.put(job)
-
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            if self._broken:
-                continue
-            try:
-                job()
-            except Exception as error:  # noqa: BLE001 - a view must never take the search down
-                self._broken = True
-                log.warning("VisualDL view failed (%s: %s); it is switched off", type(error).__name__, error)
-
-    def _drain(self) -> None:
-        """Finish every queued write (the search's end)."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._jobs.put(None)
-            thread.join()
-
     def on_intermediate(self, view: "SearchSnapshot", record: "TrialRecord", reports: Sequence["tuple[int, float]"]) -> None:
-        frozen, points = dataclasses.replace(record), list(reports)
-        self._later(lambda: self._write_curve(frozen, points))
+        self._write_curve(record, reports)
 
     def _write_curve(self, record: "TrialRecord", reports: Sequence["tuple[int, float]"]) -> None:
         suffix = f"-attempt{record.attempt}" if record.attempt else ""
@@ -233,20 +231,17 @@ class VisualDLView(SearchObserver):
 
     def on_trial_finished(self, view: "SearchSnapshot", record: "TrialRecord", is_best: bool) -> None:
         self._note(record)
-        frozen = dataclasses.replace(record)
-        self._later(lambda: self._write_trial(view, frozen))
+        self._write_trial(view, record)
 
     def on_round_finished(self, view: "SearchSnapshot", round_index: int, trials: Sequence["TrialRecord"]) -> None:
         # Best so far as of this round: with --async, trials of later rounds may have finished
         # already; step r shows what rounds 0..r found, as the rewrite of a resumed search does.
-        members, so_far = [dataclasses.replace(t) for t in trials], list(self._so_far(round_index))
-        self._later(lambda: self._write_round(view, round_index, members, so_far))
+        self._write_round(view, round_index, trials, self._so_far(round_index))
 
     def on_finish(self, view: "SearchSnapshot", result: Optional["SearchResult"]) -> None:
         self.close()
 
     def close(self) -> None:
-        self._drain()
         for writer in [self._main, *self._pops.values()]:
             if writer is not None:
                 try:
@@ -268,13 +263,15 @@ class VisualDLView(SearchObserver):
             hparams[param.name] = hparam_value(param, record.params.get(param.name))
         hparams["status"] = str(record.status)
         walltime = int(time.time() * 1000)
-        writer = self._open(self._trial_dir(record))
-        try:
-            writer.add_hparams(hparams, [HPARAM_METRIC], walltime=walltime)
-            if is_success(record):
-                writer.add_scalar(tag=HPARAM_METRIC, value=float(record.score), step=int(record.round), walltime=walltime)
-        finally:
-            writer.close()
+        score = [(HPARAM_METRIC, float(record.score), int(record.round))] if is_success(record) else []  # type: ignore[arg-type]
+        if not _write_run(self._trial_dir(record), hparams, [HPARAM_METRIC], score, walltime):
+            writer = self._open(self._trial_dir(record))  # a VisualDL without the pieces _write_run uses
+            try:
+                writer.add_hparams(hparams, [HPARAM_METRIC], walltime=walltime)
+                for tag, value, step in score:
+                    writer.add_scalar(tag=tag, value=value, step=step, walltime=walltime)
+            finally:
+                writer.close()
 
     def _write_round(self, view: "SearchSnapshot", round_index: int, trials: Sequence["TrialRecord"],
                      so_far: Sequence["TrialRecord"]) -> None:
