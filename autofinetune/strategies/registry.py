@@ -23,7 +23,7 @@ import importlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..errors import ConfigError
 
@@ -38,26 +38,71 @@ logger = logging.getLogger("autofinetune")
 ENTRY_POINT_GROUP = "autofinetune.strategies"
 
 
+#: What an option's value may be: a number, or one of a categorical option's words.
+OptionValue = Union[float, str]
+
+
 @dataclass(frozen=True)
 class OptionSpec:
-    """One numeric option a strategy's constructor takes as a keyword argument."""
+    """One option a strategy's constructor takes as a keyword argument.
+
+    Numeric by default (a float in [low, high]); with `choices` it is categorical and its value
+    is one of those words (build one with `OptionSpec.categorical`).
+
+    `legacy` is the value a search ran with *before the option existed*: a journal written then
+    has no entry for it, and resuming that journal must behave as it did (docs/algorithms.md,
+    "Options added later"). None means the default is also the old behaviour.
+    """
 
     name: str
-    default: float
+    default: OptionValue
     low: float
     high: float
     help: str
     low_inclusive: bool = True
     high_inclusive: bool = True
+    choices: Tuple[str, ...] = ()
+    legacy: Optional[OptionValue] = None
+
+    @classmethod
+    def categorical(cls, name: str, default: str, choices: Tuple[str, ...], help: str,
+                    legacy: Optional[str] = None) -> "OptionSpec":
+        """An option whose value is one of `choices` (the first help word names what they pick)."""
+        return cls(name, default, 0.0, 0.0, help, choices=tuple(choices), legacy=legacy)
 
     def interval(self) -> str:
-        """The range as users read it, e.g. "(0, 1]"."""
+        """The range as users read it, e.g. "(0, 1]", or the choices, e.g. "redraw|fold"."""
+        if self.choices:
+            return "|".join(self.choices)
         return f"{'[' if self.low_inclusive else '('}{self.low:g}, {self.high:g}{']' if self.high_inclusive else ')'}"
 
-    def contains(self, value: float) -> bool:
+    def contains(self, value: Any) -> bool:
+        if self.choices:
+            return isinstance(value, str) and value in self.choices
+        if isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
+            return False
         above = value >= self.low if self.low_inclusive else value > self.low
         below = value <= self.high if self.high_inclusive else value < self.high
         return math.isfinite(value) and above and below
+
+    def parse(self, raw: Any, strategy: str) -> OptionValue:
+        """`--strategy_option name=raw` as the constructor takes it; ConfigError, one line, if bad."""
+        where = f"--strategy_option {self.name}={raw}"
+        if self.choices:
+            if not isinstance(raw, str) or raw not in self.choices:
+                raise ConfigError(f"{where}: {strategy}'s {self.name} ({self.help}) must be one of "
+                                  f"{', '.join(self.choices)}; e.g. --strategy_option {self.name}={self.default}")
+            return raw
+        must = f"{strategy}'s {self.name} ({self.help}) must be a number in {self.interval()}"
+        if isinstance(raw, bool):
+            raise ConfigError(f"{where}: not a number; {must}")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: not a number; {must}") from None
+        if not self.contains(value):
+            raise ConfigError(f"{where} is out of range: {must}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -87,6 +132,12 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
                        low_inclusive=False, high_inclusive=True),
             OptionSpec("epsilon", 0.2, 0.0, 1.0, "random kick, as a fraction of the distance to the box edge",
                        low_inclusive=True, high_inclusive=True),
+            OptionSpec.categorical("kick", "decaying", ("decaying", "constant"),
+                                   "the kick shrinks as epsilon / sqrt(t), or stays epsilon as in the original",
+                                   legacy="constant"),
+            OptionSpec.categorical("first_round", "spread", ("spread", "centred"),
+                                   "the init point plus a Latin hypercube over the box, or draws on either side of the init point as the original",
+                                   legacy="centred"),
         ),
     ),
     StrategyInfo(
@@ -98,6 +149,12 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
         options=(
             OptionSpec("sigma0", 0.1, 0.0, 1.0, "initial CMA-ES step size in the unit box (the original's 0.2 in [-1, 1])",
                        low_inclusive=False, high_inclusive=True),
+            OptionSpec.categorical("boundary", "redraw", ("redraw", "fold"),
+                                   "a candidate outside the box is redrawn, or folded back in as the original did",
+                                   legacy="fold"),
+            OptionSpec.categorical("first_round", "spread", ("spread", "centred"),
+                                   "the init point plus a Latin hypercube over the box, or CMA-ES's first generation around the init point as the original",
+                                   legacy="centred"),
         ),
     ),
 )
@@ -114,8 +171,10 @@ def _problem_with(info: Any) -> str:
     if info.min_dim < 1:
         return f"its min_dim {info.min_dim} is below 1"
     for option in info.options:
-        if not isinstance(option, OptionSpec) or not option.contains(float(option.default)):
+        if not isinstance(option, OptionSpec) or not option.contains(option.default):
             return f"its option {getattr(option, 'name', option)!r} has a default outside its range"
+        if option.legacy is not None and not option.contains(option.legacy):
+            return f"its option {option.name!r} has a legacy value outside its range"
     return ""
 
 
@@ -170,18 +229,22 @@ def _preferred() -> List[Tuple[str, StrategyInfo]]:
     return sorted(available().items(), key=lambda item: (not item[1].builtin, item[0]))
 
 
-def _option_value(info: StrategyInfo, spec: OptionSpec, raw: Any) -> float:
-    where = f"--strategy_option {spec.name}={raw}"
-    must = f"{info.display_name}'s {spec.name} ({spec.help}) must be a number in {spec.interval()}"
-    if isinstance(raw, bool):
-        raise ConfigError(f"{where}: not a number; {must}")
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: not a number; {must}") from None
-    if not spec.contains(value):
-        raise ConfigError(f"{where} is out of range: {must}")
-    return value
+def _default(spec: OptionSpec) -> OptionValue:
+    return spec.default if spec.choices else float(spec.default)
+
+
+def legacy_options(name: str, journaled: Optional[Mapping[str, Any]]) -> Dict[str, OptionValue]:
+    """The options a journal does not name, at the value its search ran with.
+
+    A new search journals every option (`check_strategy` fills the defaults), so an option
+    missing from a journal's `strategy_options` (or a journal with none at all) was added after
+    that search started: it ran with the option's `legacy` value, or with its default when the
+    option has no legacy value. Resuming merges these under what the command line gives, on
+    both sides of the comparison, so an old search continues with the behaviour it began with.
+    """
+    given = journaled or {}
+    return {spec.name: spec.legacy if spec.legacy is not None else _default(spec)
+            for spec in get_info(name).options if spec.name not in given}
 
 
 def check_strategy(
@@ -190,11 +253,12 @@ def check_strategy(
     popsize: int,
     options: Mapping[str, Any] = {},
     asynchronous: bool = False,
-) -> Dict[str, float]:
+) -> Dict[str, OptionValue]:
     """Validate a strategy request without importing the implementation.
 
-    Returns every option of the strategy as a float, defaults filled in. Each error is one
-    line naming the option as the CLI spells it, and the fix.
+    Returns every option of the strategy, defaults filled in: a float for a numeric option, the
+    chosen word for a categorical one. Each error is one line naming the option as the CLI
+    spells it, and the fix.
     """
     info = get_info(name)
     if popsize < 1:
@@ -216,7 +280,7 @@ def check_strategy(
             raise ConfigError(
                 f"--strategy_option {key}=...: {info.display_name} (--tuning_strategy={name}) has no option {key!r}; {valid}"
             )
-    values = {spec.name: _option_value(info, spec, options[spec.name]) if spec.name in options else float(spec.default)
+    values = {spec.name: spec.parse(options[spec.name], info.display_name) if spec.name in options else _default(spec)
               for spec in info.options}
     if asynchronous and not info.supports_async:
         fits = [n for n, i in _preferred() if i.supports_async and i.min_dim <= dim]
@@ -250,7 +314,7 @@ def make_strategy(
     seed: int,
     options: Mapping[str, Any] = {},
 ) -> "Strategy":
-    """Build `--tuning_strategy=name` after `check_strategy`, with its options as floats."""
+    """Build `--tuning_strategy=name` after `check_strategy`, with its options parsed."""
     values = check_strategy(name, dim, popsize, options)
     cls = load_class(get_info(name))
     return cls(dim, init_point, popsize, seed, **values)
