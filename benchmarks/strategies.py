@@ -377,7 +377,7 @@ def main(argv: Sequence[str] = ()) -> int:
         vs = geomean([ratio(median[c + (label,)], median[c + (against,)]) for c in cells])
         wins = sum(median[c + (label,)] < median[c + ("random",)] for c in cells)
         best_ok = sum(median[c + (label,)] <= min(median[c + ("Optuna TPE",)], median[c + ("Optuna CmaEs",)]) for c in cells)
-        to_best = geomean([ratio(median[c + (label,)], min(median[c + (m,)] for m in METHODS)) for c in cells])
+        to_best = geomean([ratio(median[c + (label,)], min(median[c + (m,)] for m in METHODS if m in labels)) for c in cells])
         figures.append(f"- variant {label} ({kind} {dict(options)}): / {against} {vs:.3g} (geometric mean); "
                        f"better than random on {wins} of {len(cells)}; at or below Optuna's best on {best_ok}; "
                        f"/ the cell's best {to_best:.3g}")

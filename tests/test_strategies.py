@@ -76,7 +76,9 @@ def test_builtins_are_described_without_importing_them() -> None:
     assert hazero.options == (
         OptionSpec("sigma0", 0.1, 0.0, 1.0, hazero.options[0].help, False, True),
         OptionSpec.categorical("boundary", "redraw", ("redraw", "fold"), hazero.options[1].help, legacy="fold"),
-        OptionSpec.categorical("first_round", "spread", ("spread", "centred"), hazero.options[2].help, legacy="centred"),
+        OptionSpec.categorical("first_round", "centred", ("centred", "spread"), hazero.options[2].help, legacy="centred"),
+        OptionSpec.categorical("elitism", "on", ("on", "off"), hazero.options[3].help, legacy="off"),
+        OptionSpec.categorical("evaluate_mean", "on", ("on", "off"), hazero.options[4].help, legacy="off"),
     )
     assert STRATEGIES["pshe2"] is PSHE2 and STRATEGIES["hazero"] is HAZero
     assert set(STRATEGIES) == set(infos)
@@ -142,7 +144,8 @@ def test_check_strategy_fills_defaults_as_floats_and_words() -> None:
     assert check_strategy("pshe2", 1, 1) == {"alpha": 0.5, "epsilon": 0.2, "kick": "decaying", "first_round": "spread"}
     assert check_strategy("pshe2", 1, 1, {"alpha": "0.3", "kick": "constant"}, asynchronous=True) == {
         "alpha": 0.3, "epsilon": 0.2, "kick": "constant", "first_round": "spread"}
-    assert check_strategy("hazero", 2, 5, {"sigma0": 1}) == {"sigma0": 1.0, "boundary": "redraw", "first_round": "spread"}
+    assert check_strategy("hazero", 2, 5, {"sigma0": 1}) == {
+        "sigma0": 1.0, "boundary": "redraw", "first_round": "centred", "elitism": "on", "evaluate_mean": "on"}
     strategy = make_strategy("pshe2", 2, np.full(2, 0.5), 3, 0, {"alpha": "0.3"})
     assert isinstance(strategy, PSHE2) and strategy.alpha == 0.3 and strategy.epsilon == 0.2
 

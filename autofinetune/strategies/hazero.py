@@ -11,10 +11,14 @@ We keep the original's settings and make the rest dependable for long, resumable
   to points it actually proposed and its mean cannot drift out of the box;
   ``boundary=fold`` is the original's setting, cma's BoundTransform, which folds such a
   candidate back in while cma keeps adapting the unfolded one.
-* The first round (`first_round`): ``spread`` evaluates the init point plus a space-filling
-  Latin hypercube over the whole box and starts CMA-ES at the best of them; ``centred`` is the
-  original's, CMA-ES's own first generation around the init point. docs/algorithms.md says
-  which cells chose the defaults.
+* Small budgets: ``elitism=on`` lets the best point so far take part in the recombination
+  whenever a generation has nothing better (cma's ``CMA_elitist``), and ``evaluate_mean=on``
+  makes the distribution's mean one candidate of every generation after the first. The
+  original had neither (``off``).
+* The first round (`first_round`): ``centred`` is CMA-ES's own first generation around the
+  init point (the original's, and the default); ``spread`` evaluates the init point plus a
+  space-filling Latin hypercube over the whole box and starts CMA-ES at the best of them.
+  docs/algorithms.md says which cells chose each default, and by how much.
 * cma's stop conditions (a flat round, tiny spread) are meant for a benchmark run that may
   end; a tuning run has a fixed budget of rounds, so instead of stopping we restart around the
   best point found so far and say so in a warning.
@@ -45,6 +49,8 @@ SIGMA0 = 0.1
 BOUNDARIES = ("redraw", "fold")
 #: The first round: a space-filling spread around the init point, or CMA-ES's own (the original).
 FIRST_ROUNDS = ("spread", "centred")
+#: The words of an on/off option (elitism, evaluate_mean).
+SWITCH = ("on", "off")
 #: Redraws per candidate before it is clipped instead: a mean far outside the box (possible only
 #: when every in-box candidate failed) must not make `ask` loop for ever. The `cmaes` library
 #: uses the same number.
@@ -96,7 +102,9 @@ class HAZero(Strategy):
         seed: int,
         sigma0: float = SIGMA0,
         boundary: str = "redraw",
-        first_round: str = "spread",
+        first_round: str = "centred",
+        elitism: str = "on",
+        evaluate_mean: str = "on",
     ) -> None:
         super().__init__(dim, init_point, popsize, seed)
         if self.dim < 2:
@@ -112,7 +120,12 @@ class HAZero(Strategy):
             raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
         if first_round not in FIRST_ROUNDS:
             raise ValueError(f"first_round must be one of {', '.join(FIRST_ROUNDS)}, got {first_round!r}")
+        for name, value in (("elitism", elitism), ("evaluate_mean", evaluate_mean)):
+            if value not in SWITCH:
+                raise ValueError(f"{name} must be one of {', '.join(SWITCH)}, got {value!r}")
         self.sigma0 = sigma0
+        self.elitism = elitism
+        self.evaluate_mean = evaluate_mean
         self.boundary = boundary
         self.first_round = first_round
         # cma needs two candidates per generation with its mirrors (the fold setting), three
@@ -159,6 +172,11 @@ class HAZero(Strategy):
             "verb_log": 0,
             "verbose": -9,
         }
+        if self.elitism == "on":
+            # cma's (mu/mu_w + lambda) variant: when the generation has nothing better than the
+            # best point ever told, that point joins the recombination. No extra evaluation:
+            # cma re-uses the loss it was told.
+            options["CMA_elitist"] = True
         if self.boundary == "fold":
             options["bounds"] = [0.0, 1.0]
         else:
@@ -175,6 +193,15 @@ class HAZero(Strategy):
         row order, so a replay redraws exactly the same way.
         """
         assert self._es is not None
+        # With one parent (mu = 1, cma's choice for 3 or fewer candidates) the mean *is* a
+        # point already evaluated: evaluating it again would waste a trial.
+        if self.evaluate_mean == "on" and self._es.countiter > 0 and self._es.sp.weights.mu > 1:
+            # The mean is the recombination of the best candidates so far: at a budget of a few
+            # generations it is often better than any sample, and CMA-ES never evaluates it.
+            # Injected (genotype, as cma keeps it), it is the generation's first candidate and
+            # cma's update treats it like a sample. From the second generation on: the first
+            # mean is the init point, which the first generation surrounds already.
+            self._es.inject([np.array(self._es.mean, dtype=float)], force=True)
         rows = [np.asarray(x, dtype=float) for x in self._es.ask()]
         if self.boundary == "fold":
             return rows

@@ -152,9 +152,15 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
             OptionSpec.categorical("boundary", "redraw", ("redraw", "fold"),
                                    "a candidate outside the box is redrawn, or folded back in as the original did",
                                    legacy="fold"),
-            OptionSpec.categorical("first_round", "spread", ("spread", "centred"),
-                                   "the init point plus a Latin hypercube over the box, or CMA-ES's first generation around the init point as the original",
+            OptionSpec.categorical("first_round", "centred", ("centred", "spread"),
+                                   "CMA-ES's first generation around the init point as the original, or the init point plus a Latin hypercube over the box",
                                    legacy="centred"),
+            OptionSpec.categorical("elitism", "on", ("on", "off"),
+                                   "the best point so far joins CMA-ES's recombination when a generation has nothing better; off as the original",
+                                   legacy="off"),
+            OptionSpec.categorical("evaluate_mean", "on", ("on", "off"),
+                                   "every generation after the first also evaluates CMA-ES's mean; off as the original",
+                                   legacy="off"),
         ),
     ),
 )
@@ -245,6 +251,23 @@ def legacy_options(name: str, journaled: Optional[Mapping[str, Any]]) -> Dict[st
     given = journaled or {}
     return {spec.name: spec.legacy if spec.legacy is not None else _default(spec)
             for spec in get_info(name).options if spec.name not in given}
+
+
+def resumed_options(
+    name: str,
+    dim: int,
+    popsize: int,
+    journaled: Optional[Mapping[str, Any]],
+    given: Mapping[str, Any],
+    asynchronous: bool = False,
+) -> Dict[str, OptionValue]:
+    """The options a resumed search runs with: `given` (the command line's), and for every option
+    neither it nor the journal names, the value the journaled search ran with (`legacy_options`).
+
+    Pass the journal's own options as `given` to read what the interrupted search ran with; a
+    resume is refused when the two differ, exactly as before options could be added.
+    """
+    return check_strategy(name, dim, popsize, {**legacy_options(name, journaled), **given}, asynchronous)
 
 
 def check_strategy(
