@@ -143,6 +143,7 @@ class HAZero(Strategy):
                 default_popsize(self.dim),
             )
         self._restarts = 0
+        self._redraws = 0
         #: The spread first round, before CMA-ES exists; None once it was told (or never used).
         self._design: Optional[np.ndarray] = None
         self._es: Optional[cma.CMAEvolutionStrategy] = None
@@ -209,6 +210,7 @@ class HAZero(Strategy):
             for _ in range(MAX_REDRAWS):
                 if np.all((x >= 0.0) & (x <= 1.0)):
                     break
+                self._redraws += 1
                 x = np.asarray(self._es.ask(1)[0], dtype=float)
             rows[i] = np.clip(x, 0.0, 1.0)
         return rows
@@ -230,6 +232,11 @@ class HAZero(Strategy):
         if self._best_x is None or self._best_loss is None:
             return None
         return self._best_x.copy(), self._best_loss
+
+    @property
+    def redraws(self) -> int:
+        """How many samples fell outside the box and were drawn again (`boundary=redraw`)."""
+        return self._redraws
 
     @property
     def restarts(self) -> int:
