@@ -7,11 +7,21 @@ a change to either algorithm can be judged by numbers rather than by feel.
     .venv/bin/pip install optuna cmaes coco-experiment   # benchmark-only extras
     .venv/bin/python benchmarks/strategies.py --write docs/strategies-benchmark.md
 
-Every method gets the same budget (popsize x rounds evaluations), the same seeds and the same
-start: the centre of the box. Our strategies work in the unit box, mapped linearly onto bbob's
+Two disjoint sets of cells (`CELL_SETS`): "main", on which the defaults were chosen (8 bbob
+functions -- unimodal, ill-conditioned, multimodal -- in n = 2, 5, 10, two budgets), and
+"heldout" (issue 15's cells: 6 other functions in n = 3 and 8), which confirms them. Every
+method gets the same budget (popsize x rounds evaluations), the same seeds and the same start:
+the centre of the box. Our strategies work in the unit box, mapped linearly onto bbob's
 [-5, 5]^n domain; Optuna's samplers see the same unit box as `suggest_float(0, 1)` parameters
 and are driven through ask/tell in batches of `popsize`, as a round of the tuner would.
-The score of a run is its regret, best f - fopt; a cell reports the median over the seeds.
+The score of a run is its regret, best f - fopt; a cell reports the median over the seeds, and
+each set the figures issue 15 asks for (counts of cells, geometric means of ratios between
+methods measured in the same run).
+
+`--variant LABEL=hazero:boundary=fold,...` adds a column of one of our strategies with options
+(how docs/algorithms.md's choices were measured); `--cache FILE` keeps the peers' runs (random,
+Optuna: nothing of ours changes them) between such development runs. The published report is
+written without `--cache`.
 
 One end-to-end row then runs f8 2-D (popsize 5 x 10 rounds, the same seeds) through the real
 CLI, `python -m autofinetune benchmarks/bbob_train.py`, with x0 and x1 as float hyperparameters
@@ -317,12 +327,49 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def cell_set_section(name: str, results: Dict[Task, float], methods: List[Method], seeds: int,
+                     optima: Dict[Tuple[int, int], float]) -> Tuple[List[str], Dict[Tuple[int, int, int, int, str], float]]:
+    """One set of cells as markdown: the table of medians, then the issue-15 figures."""
+    functions, dims, budgets = CELL_SETS[name]
+    cells = [(fid, dim, pop, rnd) for fid in functions for dim in dims for pop, rnd in budgets]
+    labels = [m[0] for m in methods]
+    median: Dict[Tuple[int, int, int, int, str], float] = {}
+    for (fid, dim, pop, rnd) in cells:
+        for m in methods:
+            regrets = [results[(m, fid, dim, pop, rnd, s)] - optima[(fid, dim)] for s in range(seeds)]
+            median[(fid, dim, pop, rnd, m[0])] = float(np.median(regrets))
+    rows: List[str] = ["| function | n | popsize x rounds | " + " | ".join(labels) + " |",
+                       "|" + "---|" * (3 + len(labels))]
+    for cell in cells:
+        fid, dim, pop, rnd = cell
+        values = [median[cell + (m,)] for m in labels]
+        best = min(median[cell + (m,)] for m in METHODS if m in labels)
+        shown = [f"**{_fmt(v)}**" if v <= best else _fmt(v) for v in values]
+        rows.append(f"| {NAMES[fid]} | {dim} | {pop} x {rnd} | " + " | ".join(shown) + " |")
+    figures = summarise(median, cells, labels) if all(m in labels for m in METHODS) else []
+    for label, kind, options in (m for m in methods if m[0] not in BASE_METHODS):
+        against = "Optuna CmaEs" if kind == "hazero" else "random"
+        vs = geomean([ratio(median[c + (label,)], median[c + (against,)]) for c in cells])
+        wins = sum(median[c + (label,)] < median[c + ("random",)] for c in cells)
+        best_ok = sum(median[c + (label,)] <= min(median[c + ("Optuna TPE",)], median[c + ("Optuna CmaEs",)]) for c in cells)
+        to_best = geomean([ratio(median[c + (label,)], min(median[c + (m,)] for m in METHODS if m in labels)) for c in cells])
+        figures.append(f"- variant {label} ({kind} {dict(options)}): / {against} {vs:.3g} (geometric mean); "
+                       f"better than random on {wins} of {len(cells)}; at or below Optuna's best on {best_ok}; "
+                       f"/ the cell's best {to_best:.3g}")
+    title = {"main": "Main cells (the defaults were chosen on these)",
+             "heldout": "Held-out cells (issue 15's; no function or dimension in common with the main cells)"}[name]
+    section = [f"## {title}", "", f"{len(cells)} cells: {', '.join(NAMES[f] for f in functions)}; "
+               f"n = {', '.join(map(str, dims))}; popsize x rounds = {', '.join(f'{p} x {r}' for p, r in budgets)}.",
+               "", *rows, "", *figures, ""]
+    return section, median
+
+
 def main(argv: Sequence[str] = ()) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10, help="runs per cell (seeds 0..N-1)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--cells", choices=sorted(CELL_SETS), default="main",
-                        help="main: the cells choices were made on; heldout: disjoint cells that confirm them")
+    parser.add_argument("--cells", choices=sorted(CELL_SETS) + ["both"], default="both",
+                        help="main: the cells choices were made on; heldout: disjoint cells that confirm them; both (default)")
     parser.add_argument("--write", metavar="FILE", help="also write the report (markdown) here")
     parser.add_argument("--no-e2e", dest="e2e", action="store_false",
                         help="skip the end-to-end row (f8 2-D through the CLI; about 20 s per seed and strategy)")
@@ -333,61 +380,38 @@ def main(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--cache", type=Path, help="reuse peer runs (random, Optuna) across runs (development only)")
     args = parser.parse_args(list(argv))
 
-    functions, dims, budgets = CELL_SETS[args.cells]
-    cells = [(fid, dim, pop, rnd) for fid in functions for dim in dims for pop, rnd in budgets]
+    sets = ["main", "heldout"] if args.cells == "both" else [args.cells]
     variants = [parse_variant(v) for v in args.variant]
     base = [BASE_METHODS[m] for m in METHODS if not args.only or m in args.only or (args.cache and m in PEERS)]
     methods = base + variants
-    labels = [m[0] for m in methods]
-    tasks: List[Task] = [
-        (m, fid, dim, pop, rnd, seed)
-        for (fid, dim, pop, rnd) in cells
-        for m in methods
-        for seed in range(args.seeds)
-    ]
-    optima = {(fid, dim): fopt(fid, dim) for fid in functions for dim in dims}
+    tasks: List[Task] = []
+    optima: Dict[Tuple[int, int], float] = {}
+    for name in sets:
+        functions, dims, budgets = CELL_SETS[name]
+        optima.update({(fid, dim): fopt(fid, dim) for fid in functions for dim in dims})
+        tasks += [(m, fid, dim, pop, rnd, seed) for fid in functions for dim in dims for pop, rnd in budgets
+                  for m in methods for seed in range(args.seeds)]
     started = time.time()
     results = run_tasks(tasks, args.jobs, args.cache)
     elapsed = time.time() - started
     e2e: Dict[str, Dict[str, object]] = {}
     e2e_elapsed = 0.0
-    if args.e2e and args.cells == "main":
+    if args.e2e and "main" in sets:
         started = time.time()
         e2e = run_e2e(args.seeds, args.jobs)
         e2e_elapsed = time.time() - started
-
-    median: Dict[Tuple[int, int, int, int, str], float] = {}
-    for (fid, dim, pop, rnd) in cells:
-        for m in methods:
-            regrets = [results[(m, fid, dim, pop, rnd, s)] - optima[(fid, dim)] for s in range(args.seeds)]
-            median[(fid, dim, pop, rnd, m[0])] = float(np.median(regrets))
-
-    header = "| function | n | popsize x rounds | " + " | ".join(labels) + " |"
-    rule = "|" + "---|" * (3 + len(labels))
-    rows: List[str] = [header, rule]
-    for cell in cells:
-        fid, dim, pop, rnd = cell
-        values = [median[cell + (m,)] for m in labels]
-        best = min(median[cell + (m,)] for m in METHODS if m in labels)
-        shown = [f"**{_fmt(v)}**" if v <= best else _fmt(v) for v in values]
-        rows.append(f"| {NAMES[fid]} | {dim} | {pop} x {rnd} | " + " | ".join(shown) + " |")
-    figures = summarise(median, cells, labels) if all(m in labels for m in METHODS) else []
-    for label, kind, options in variants:
-        against = "Optuna CmaEs" if kind == "hazero" else "random"
-        vs = geomean([ratio(median[c + (label,)], median[c + (against,)]) for c in cells])
-        wins = sum(median[c + (label,)] < median[c + ("random",)] for c in cells)
-        best_ok = sum(median[c + (label,)] <= min(median[c + ("Optuna TPE",)], median[c + ("Optuna CmaEs",)]) for c in cells)
-        to_best = geomean([ratio(median[c + (label,)], min(median[c + (m,)] for m in METHODS if m in labels)) for c in cells])
-        figures.append(f"- variant {label} ({kind} {dict(options)}): / {against} {vs:.3g} (geometric mean); "
-                       f"better than random on {wins} of {len(cells)}; at or below Optuna's best on {best_ok}; "
-                       f"/ the cell's best {to_best:.3g}")
+    sections: List[str] = []
+    medians: Dict[str, Dict[Tuple[int, int, int, int, str], float]] = {}
+    for name in sets:
+        section, medians[name] = cell_set_section(name, results, methods, args.seeds, optima)
+        sections += section
 
     e2e_lines: List[str] = []
     if e2e:
         fid, dim, pop, rnd = E2E_CELL
         prefix = f"| {NAMES[fid]} | {dim} | {pop} x {rnd} | "
         # The in-process half reruns the table's own code for this cell: it must agree.
-        as_table = all(float(e2e[m]["inproc"]) == median[(fid, dim, pop, rnd, m)] for m in E2E_METHODS)
+        as_table = all(float(e2e[m]["inproc"]) == medians["main"][(fid, dim, pop, rnd, m)] for m in E2E_METHODS)
         inproc_label = "in-process (= the table's cell)" if as_table else "in-process (DIFFERS from the table's cell)"
         e2e_lines = [
             "## End-to-end: the same search through the CLI",
@@ -431,25 +455,22 @@ def main(argv: Sequence[str] = ()) -> int:
     import cma
     import optuna
 
-    table = "\n".join(rows)
     report = "\n".join(
         [
-            f"# Strategies benchmark ({args.cells} cells)",
+            "# Strategies benchmark",
             "",
             "Median regret (best f - fopt, lower is better) over "
             f"{args.seeds} seeds on COCO bbob, instance 1; the best of each row in bold.",
             "The unit box maps onto bbob's [-5, 5]^n; every method starts at the centre and gets "
             "popsize x rounds evaluations, Optuna in batches of popsize through ask/tell "
-            "(TPESampler defaults; CmaEsSampler with x0 = centre, popsize, n_startup_trials=0).",
-            "",
-            table,
+            "(TPESampler defaults; CmaEsSampler with x0 = centre, popsize, n_startup_trials=0). "
+            "PSHE2 and HAZero run with their defaults.",
             "",
             "Goals (issue 15): HAZero's median regret at most 0.65 of Optuna CmaEsSampler's in "
             "geometric mean over the cells; PSHE2 better than random search in every cell; the better "
             "of our two at or below Optuna's best sampler in at least five sixths of the cells.",
             "",
-            *figures,
-            "",
+            *sections,
             *e2e_lines,
             "Reproduce (about "
             f"{(elapsed + e2e_elapsed) / 60:.0f} min with {args.jobs} processes"
@@ -459,7 +480,7 @@ def main(argv: Sequence[str] = ()) -> int:
             "```",
             ".venv/bin/pip install optuna cmaes coco-experiment",
             f".venv/bin/python benchmarks/strategies.py --cells {args.cells} --seeds {args.seeds} "
-            f"{'' if e2e or args.cells != 'main' else '--no-e2e '}--write FILE",
+            f"{'' if e2e or 'main' not in sets else '--no-e2e '}--write docs/strategies-benchmark.md",
             "```",
             "",
         ]
