@@ -19,12 +19,12 @@ from autofinetune.errors import ConfigError
 from autofinetune.strategies import HAZero, PSHE2, check_strategy, make_strategy
 from autofinetune.strategies.base import spread_design
 from autofinetune.strategies.pshe2 import kick_size, pshe2_step, update_bests
-from autofinetune.strategies.registry import get_info, legacy_options, resumed_options
+from autofinetune.strategies.registry import get_info, journal_defaults, legacy_options, resumed_options
 from autofinetune.testing.strategies import StrategyTestCase, quadratic, run_rounds
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "strategies_before_issue15.json"
 CORNER = np.array([1.0, 0.0, 1.0, 0.0])
-ORIGINAL = {name: legacy_options(name, {}) for name in ("pshe2", "hazero")}
+ORIGINAL = {name: legacy_options(name) for name in ("pshe2", "hazero")}
 
 
 @pytest.fixture(autouse=True)
@@ -92,12 +92,12 @@ def test_legacy_options_reproduce_the_candidates_recorded_before_the_change(run:
 # --------------------------------------------------------------------------------------------
 
 
-def test_options_missing_from_a_journal_take_their_legacy_value() -> None:
+def test_a_journal_that_lacks_an_option_resumes_with_the_defaults_of_its_day() -> None:
     # A journal from before strategy options existed, and one from before issue 15.
-    assert legacy_options("hazero", None) == ORIGINAL["hazero"]
-    assert legacy_options("pshe2", {"alpha": 0.3, "epsilon": 0.2}) == {"kick": "constant", "first_round": "centred"}
-    # A journal of today names every option: nothing is filled in.
-    assert legacy_options("hazero", check_strategy("hazero", 3, 5)) == {}
+    assert journal_defaults("hazero", None) == ORIGINAL["hazero"]
+    assert journal_defaults("pshe2", {"alpha": 0.3, "epsilon": 0.2}) == ORIGINAL["pshe2"]
+    # A journal of today names every option: today's defaults.
+    assert journal_defaults("hazero", check_strategy("hazero", 3, 5)) == {}
 
 
 def test_resumed_options_keep_the_behaviour_a_search_started_with() -> None:
@@ -105,12 +105,14 @@ def test_resumed_options_keep_the_behaviour_a_search_started_with() -> None:
     resumed = resumed_options("hazero", 3, 5, old_journal, {})
     assert resumed == ORIGINAL["hazero"]
     assert resumed_options("hazero", 3, 5, old_journal, old_journal) == resumed  # the journal's side agrees
-    # A new search resumes with the new defaults; what the command line names wins.
-    new_journal = check_strategy("hazero", 3, 5)
-    assert resumed_options("hazero", 3, 5, new_journal, {}) == new_journal
+    # What the command line names wins (and a resume refuses it if it differs from the journal).
+    assert resumed_options("hazero", 3, 5, {"sigma0": 0.3}, {"sigma0": 0.3})["sigma0"] == 0.3
     assert resumed_options("hazero", 3, 5, old_journal, {"boundary": "redraw"})["boundary"] == "redraw"
     with pytest.raises(ConfigError, match="--strategy_option boundary=wrap"):
         resumed_options("hazero", 3, 5, old_journal, {"boundary": "wrap"})
+    # A search of today resumes with today's defaults.
+    new_journal = check_strategy("hazero", 3, 5)
+    assert resumed_options("hazero", 3, 5, new_journal, {}) == new_journal == check_strategy("hazero", 3, 5, {})
 
 
 def test_every_categorical_option_has_a_legacy_value_among_its_choices() -> None:

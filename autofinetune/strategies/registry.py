@@ -49,9 +49,10 @@ class OptionSpec:
     Numeric by default (a float in [low, high]); with `choices` it is categorical and its value
     is one of those words (build one with `OptionSpec.categorical`).
 
-    `legacy` is the value a search ran with *before the option existed*: a journal written then
-    has no entry for it, and resuming that journal must behave as it did (docs/algorithms.md,
-    "Options added later"). None means the default is also the old behaviour.
+    `legacy` is the value searches ran with before the current defaults (issue 15): the
+    previous release's default, or for an option that did not exist then, the behaviour it had
+    without it. Resuming a journal of that release must behave as it did (`journal_defaults`,
+    docs/algorithms.md, "Options added later"). None: the default has not changed.
     """
 
     name: str
@@ -147,8 +148,8 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
         min_dim=2,
         supports_async=False,
         options=(
-            OptionSpec("sigma0", 0.1, 0.0, 1.0, "initial CMA-ES step size in the unit box (the original's 0.2 in [-1, 1])",
-                       low_inclusive=False, high_inclusive=True),
+            OptionSpec("sigma0", 0.1, 0.0, 1.0, "initial CMA-ES step size in the unit box (the original's 0.1, its 0.2 in [-1, 1])",
+                       low_inclusive=False, high_inclusive=True, legacy=0.1),
             OptionSpec.categorical("boundary", "redraw", ("redraw", "fold"),
                                    "a candidate outside the box is redrawn, or folded back in as the original did",
                                    legacy="fold"),
@@ -239,18 +240,27 @@ def _default(spec: OptionSpec) -> OptionValue:
     return spec.default if spec.choices else float(spec.default)
 
 
-def legacy_options(name: str, journaled: Optional[Mapping[str, Any]]) -> Dict[str, OptionValue]:
-    """The options a journal does not name, at the value its search ran with.
+def journal_defaults(name: str, journaled: Optional[Mapping[str, Any]]) -> Dict[str, OptionValue]:
+    """The defaults of the release that wrote a journal, for options a resume does not name.
 
-    A new search journals every option (`check_strategy` fills the defaults), so an option
-    missing from a journal's `strategy_options` (or a journal with none at all) was added after
-    that search started: it ran with the option's `legacy` value, or with its default when the
-    option has no legacy value. Resuming merges these under what the command line gives, on
-    both sides of the comparison, so an old search continues with the behaviour it began with.
+    A search journals every option of its strategy (`check_strategy` fills the defaults in), so
+    a journal whose `strategy_options` lack one (or that has none at all) was written before
+    that option existed -- before issue 15 for the options that have a `legacy` value. Such a
+    search ran with the defaults of its day: each option's `legacy` value (its default when it
+    has none). A journal that names every option gets today's defaults, i.e. nothing ({}).
+
+    Only one generation back is known; an option added in a later release would need its own
+    legacy per release (docs/algorithms.md, "Options added later").
     """
-    given = journaled or {}
-    return {spec.name: spec.legacy if spec.legacy is not None else _default(spec)
-            for spec in get_info(name).options if spec.name not in given}
+    specs = get_info(name).options
+    if journaled is not None and all(spec.name in journaled for spec in specs):
+        return {}
+    return {spec.name: spec.legacy if spec.legacy is not None else _default(spec) for spec in specs}
+
+
+def legacy_options(name: str) -> Dict[str, OptionValue]:
+    """Every option at its legacy value: the behaviour of PaddleHub's original, bit for bit."""
+    return journal_defaults(name, None)
 
 
 def resumed_options(
@@ -261,13 +271,14 @@ def resumed_options(
     given: Mapping[str, Any],
     asynchronous: bool = False,
 ) -> Dict[str, OptionValue]:
-    """The options a resumed search runs with: `given` (the command line's), and for every option
-    neither it nor the journal names, the value the journaled search ran with (`legacy_options`).
+    """The options a resumed search runs with: `given` (the command line's), the rest at the
+    defaults of the release that wrote the journal (`journal_defaults`).
 
     Pass the journal's own options as `given` to read what the interrupted search ran with; a
-    resume is refused when the two differ, exactly as before options could be added.
+    resume is refused when the two differ, exactly as before options could be added. So the
+    same command line resumes an old search with the behaviour it began with.
     """
-    return check_strategy(name, dim, popsize, {**legacy_options(name, journaled), **given}, asynchronous)
+    return check_strategy(name, dim, popsize, {**journal_defaults(name, journaled), **given}, asynchronous)
 
 
 def check_strategy(
