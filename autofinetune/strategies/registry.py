@@ -148,7 +148,7 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
         min_dim=2,
         supports_async=False,
         options=(
-            OptionSpec("sigma0", 0.1, 0.0, 1.0, "initial CMA-ES step size in the unit box (the original's 0.1, its 0.2 in [-1, 1])",
+            OptionSpec("sigma0", 0.15, 0.0, 1.0, "initial CMA-ES step size in the unit box; the original's is 0.1 (0.2 in its [-1, 1])",
                        low_inclusive=False, high_inclusive=True, legacy=0.1),
             OptionSpec.categorical("boundary", "redraw", ("redraw", "fold"),
                                    "a candidate outside the box is redrawn, or folded back in as the original did",
