@@ -34,7 +34,7 @@ def kick_size(epsilon: float, t: Union[int, float, np.ndarray], kick: str) -> Un
 
     Why decay: a constant kick of 0.2 keeps re-randomising a fifth of the way to the edge long
     after the swarm has found its basin, which on ill-conditioned losses undoes the progress of
-    the pulls (docs/algorithms.md, "PSHE2: what changed and why"); 1 / sqrt(t) keeps early
+    the pulls (docs/algorithms.md, "What changed in issue 15, and why"); 1 / sqrt(t) keeps early
     exploration and lets late steps refine.
     """
     if kick == "constant":

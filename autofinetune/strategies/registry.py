@@ -68,7 +68,7 @@ class OptionSpec:
     @classmethod
     def categorical(cls, name: str, default: str, choices: Tuple[str, ...], help: str,
                     legacy: Optional[str] = None) -> "OptionSpec":
-        """An option whose value is one of `choices` (the first help word names what they pick)."""
+        """An option whose value is one of the words `choices` (`--strategy_option name=word`)."""
         return cls(name, default, 0.0, 0.0, help, choices=tuple(choices), legacy=legacy)
 
     def interval(self) -> str:
