@@ -480,7 +480,8 @@ def main(argv: Sequence[str] = ()) -> int:
             "```",
             ".venv/bin/pip install optuna cmaes coco-experiment",
             f".venv/bin/python benchmarks/strategies.py --cells {args.cells} --seeds {args.seeds} "
-            f"{'' if e2e or 'main' not in sets else '--no-e2e '}--write docs/strategies-benchmark.md",
+            f"{'' if e2e or 'main' not in sets else '--no-e2e '}"
+            + "".join(f"--variant '{v}' " for v in args.variant) + "--write docs/strategies-benchmark.md",
             "```",
             "",
         ]
