@@ -68,7 +68,7 @@ def test_builtins_are_described_without_importing_them() -> None:
     assert (pshe2.display_name, pshe2.min_dim, pshe2.supports_async, pshe2.builtin) == ("PSHE2", 1, True, True)
     assert (hazero.display_name, hazero.min_dim, hazero.supports_async, hazero.builtin) == ("HAZero", 2, False, True)
     assert pshe2.options == (
-        OptionSpec("alpha", 0.5, 0.0, 1.0, pshe2.options[0].help, low_inclusive=False, high_inclusive=True),
+        OptionSpec("alpha", 0.9, 0.0, 1.0, pshe2.options[0].help, low_inclusive=False, high_inclusive=True, legacy=0.5),
         OptionSpec("epsilon", 0.2, 0.0, 1.0, pshe2.options[1].help, low_inclusive=True, high_inclusive=True),
         OptionSpec.categorical("kick", "decaying", ("decaying", "constant"), pshe2.options[2].help, legacy="constant"),
         OptionSpec.categorical("first_round", "spread", ("spread", "centred"), pshe2.options[3].help, legacy="centred"),
@@ -141,7 +141,7 @@ def test_check_strategy_errors_are_one_line_with_the_fix(args: tuple, expected: 
 
 
 def test_check_strategy_fills_defaults_as_floats_and_words() -> None:
-    assert check_strategy("pshe2", 1, 1) == {"alpha": 0.5, "epsilon": 0.2, "kick": "decaying", "first_round": "spread"}
+    assert check_strategy("pshe2", 1, 1) == {"alpha": 0.9, "epsilon": 0.2, "kick": "decaying", "first_round": "spread"}
     assert check_strategy("pshe2", 1, 1, {"alpha": "0.3", "kick": "constant"}, asynchronous=True) == {
         "alpha": 0.3, "epsilon": 0.2, "kick": "constant", "first_round": "spread"}
     assert check_strategy("hazero", 2, 5) == {

@@ -197,21 +197,29 @@ def test_spread_first_round_then_cma_starts_at_its_best_point() -> None:
 
 
 @pytest.mark.parametrize("name", ["hazero", "pshe2"])
-def test_the_defaults_beat_the_original_on_an_ill_conditioned_bowl(name: str) -> None:
-    """A cheap guard on what issue 15 bought: median best loss over 7 seeds, 8 x 12 trials,
-    a rotated ellipsoid of condition 1e3 in 4-D (docs/algorithms.md has the bbob figures)."""
-    f = rotated_ellipsoid(4)
+def test_the_defaults_beat_the_original_on_ill_conditioned_bowls(name: str) -> None:
+    """A cheap guard on what issue 15 bought, measured as the benchmark measures it: over four
+    (dimension, popsize, rounds) settings of a rotated ellipsoid of condition 1e3, the geometric
+    mean of (median best loss of the defaults / of the original) over 7 seeds is below 1, and
+    the defaults beat random search in every setting (docs/algorithms.md has the bbob figures;
+    single settings are too noisy to promise more)."""
+    ratios = []
+    for dim, popsize, rounds in [(4, 8, 12), (4, 6, 10), (3, 6, 10), (5, 8, 15)]:
+        f = rotated_ellipsoid(dim)
 
-    def median_best(options: Dict[str, Any]) -> float:
-        bests = []
-        for seed in range(7):
-            asked = run_rounds(make_strategy(name, 4, np.full(4, 0.5), 8, seed, options), 12, f)
-            bests.append(min(f(p) for gen in asked for p in gen))
-        return float(np.median(bests))
+        def median_best(options: Dict[str, Any]) -> float:
+            bests = []
+            for seed in range(7):
+                asked = run_rounds(make_strategy(name, dim, np.full(dim, 0.5), popsize, seed, options), rounds, f)
+                bests.append(min(f(p) for gen in asked for p in gen))
+            return float(np.median(bests))
 
-    random = float(np.median([min(f(p) for p in np.random.default_rng(100 + s).random((96, 4))) for s in range(7)]))
-    new, old = median_best({}), median_best(ORIGINAL[name])
-    assert new < old < random
+        draws = popsize * rounds
+        random = float(np.median([min(f(p) for p in np.random.default_rng(100 + s).random((draws, dim))) for s in range(7)]))
+        new, old = median_best({}), median_best(ORIGINAL[name])
+        assert new < random / 2, (dim, popsize, rounds, new, random)
+        ratios.append(new / old)
+    assert float(np.exp(np.mean(np.log(ratios)))) < 0.9, ratios
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +244,7 @@ def test_pshe2_tell_uses_the_decaying_kick() -> None:
     losses: List[Optional[float]] = [quadratic(row) for row in x]
     p, p_loss, g, _ = update_bests(x, losses, strategy._p, strategy._p_loss, strategy._g, strategy._g_loss)
     t = np.full(3, 3)  # the third told round
-    expected, _ = pshe2_step(x, v, p, np.isfinite(p_loss), g, t, 0.5, kick_size(0.2, t, "decaying"), rng)
+    expected, _ = pshe2_step(x, v, p, np.isfinite(p_loss), g, t, 0.9, kick_size(0.2, t, "decaying"), rng)
     strategy.tell(losses)
     np.testing.assert_array_equal(strategy.ask(), expected)
 

@@ -129,8 +129,8 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
         min_dim=1,
         supports_async=True,
         options=(
-            OptionSpec("alpha", 0.5, 0.0, 1.0, "step size and damping rate of the swarm",
-                       low_inclusive=False, high_inclusive=True),
+            OptionSpec("alpha", 0.9, 0.0, 1.0, "step size and damping rate of the swarm",
+                       low_inclusive=False, high_inclusive=True, legacy=0.5),
             OptionSpec("epsilon", 0.2, 0.0, 1.0, "random kick, as a fraction of the distance to the box edge",
                        low_inclusive=True, high_inclusive=True),
             OptionSpec.categorical("kick", "decaying", ("decaying", "constant"),
