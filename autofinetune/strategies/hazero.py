@@ -2,17 +2,33 @@
 
 CMA-ES adapts a full covariance matrix, so it learns how hyperparameters interact (learning rate
 with batch size, say) -- which is why it needs two or more of them to be worth its machinery.
-We keep the original's settings and make the rest dependable for long, resumable searches:
+Every setting of the original is an option (the registry's legacy values); the defaults were
+chosen on benchmark cells for the small budgets of tuning (docs/algorithms.md, "What changed in
+issue 15, and why"), and the rest is made dependable for long, resumable searches:
 
-* Start at the normalised init point with sigma0 = 0.1 in the unit box [0, 1]^n, which is the
-  original's sigma0 = 0.2 in its [-1, 1]^n box: 10% of the box width either way.
-* Box bounds are enforced by cma itself (``bounds=[0, 1]``, its BoundTransform), so the
-  distribution it adapts is the one it actually samples from.
+* Start at the normalised init point with sigma0 = 0.15 of the unit box [0, 1]^n. The original
+  used 0.2 in its [-1, 1]^n box, 0.1 here (``sigma0=0.1``); with elitism a wider first step
+  costs little and finds better basins (docs/algorithms.md has the cells).
+* Box bounds (`boundary`): by default a candidate outside the box is redrawn from the same
+  distribution until it lies inside (as the `cmaes` library behind Optuna does), so cma adapts
+  to points it actually proposed and its mean cannot drift out of the box;
+  ``boundary=fold`` is the original's setting, cma's BoundTransform, which folds such a
+  candidate back in while cma keeps adapting the unfolded one.
+* Small budgets: ``elitism=on`` lets the best point so far take part in the recombination
+  whenever a generation has nothing better (cma's ``CMA_elitist``), and ``evaluate_mean=on``
+  makes the distribution's mean one candidate of every generation after the first. The
+  original had neither (``off``).
+* The first round (`first_round`): ``centred`` is CMA-ES's own first generation around the
+  init point (the original's, and the default); ``spread`` evaluates the init point plus a
+  space-filling Latin hypercube over the whole box and starts CMA-ES at the best of them.
+  docs/algorithms.md says which cells chose each default, and by how much.
 * cma's stop conditions (a flat round, tiny spread) are meant for a benchmark run that may
   end; a tuning run has a fixed budget of rounds, so instead of stopping we restart around the
   best point found so far and say so in a warning.
-* cma refuses a population of one (it needs two recombination weights). With ``popsize=1`` we
-  run cma with a population of two and hand its candidates out one round at a time.
+* cma refuses a population of one (it needs two recombination weights), and of two without its
+  mirrored samples (which `redraw` turns off). With ``popsize=1`` we run cma with a population of
+  two (`fold`) or three (`redraw`), with ``popsize=2`` and `redraw` of four, and hand its
+  candidates out popsize at a time, one round each.
 * Every random number comes from a private generator (`_Randn`) seeded from `seed` and the
   restart count, so rebuilding the strategy and telling it the same losses replays it exactly;
   there is no pickle of cma's state (docs/algorithms.md, "State is a replay").
@@ -21,17 +37,28 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cma
 import numpy as np
 
-from .base import Strategy, losses_with_failures_last
+from .base import Strategy, losses_with_failures_last, spread_design
 
 logger = logging.getLogger("autofinetune")
 
-#: The original's sigma0 = 0.2 in [-1, 1]^n is 0.1 in [0, 1]^n (a tenth of the box width).
-SIGMA0 = 0.1
+#: The initial step size in the unit box, chosen on the benchmark's main cells
+#: (docs/algorithms.md). The original's sigma0 = 0.2 in [-1, 1]^n is 0.1 here.
+SIGMA0 = 0.15
+#: How a candidate outside the box is handled: redrawn (default) or folded back (the original).
+BOUNDARIES = ("redraw", "fold")
+#: The first round: a space-filling spread around the init point, or CMA-ES's own (the original).
+FIRST_ROUNDS = ("spread", "centred")
+#: The words of an on/off option (elitism, evaluate_mean).
+SWITCH = ("on", "off")
+#: Redraws per candidate before it is clipped instead: a mean far outside the box (possible only
+#: when every in-box candidate failed) must not make `ask` loop for ever. The `cmaes` library
+#: uses the same number.
+MAX_REDRAWS = 100
 
 
 def default_popsize(dim: int) -> int:
@@ -54,6 +81,10 @@ class _Randn:
         return self.rng.standard_normal(shape)
 
 
+#: The stream number of the spread first round's generator (restarts use 0, 1, 2, ...).
+_DESIGN_STREAM = 2**32 - 1
+
+
 def _derived_seed(seed: int, restart: int) -> int:
     """A deterministic, well-mixed seed for run number `restart` (0 = the first run).
 
@@ -67,7 +98,18 @@ def _derived_seed(seed: int, restart: int) -> int:
 class HAZero(Strategy):
     """CMA-ES with box bounds, restarts instead of stops, and popsize-1 chunking."""
 
-    def __init__(self, dim: int, init_point: np.ndarray, popsize: int, seed: int, sigma0: float = SIGMA0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        init_point: np.ndarray,
+        popsize: int,
+        seed: int,
+        sigma0: float = SIGMA0,
+        boundary: str = "redraw",
+        first_round: str = "centred",
+        elitism: str = "on",
+        evaluate_mean: str = "on",
+    ) -> None:
         super().__init__(dim, init_point, popsize, seed)
         if self.dim < 2:
             # The registry refuses this before any import; a direct construction lands here.
@@ -78,9 +120,22 @@ class HAZero(Strategy):
         # Beyond the box width the initial samples would mostly sit on the bounds.
         if not (0.0 < sigma0 <= 1.0):
             raise ValueError(f"sigma0 must be in (0, 1], got {sigma0}")
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
+        if first_round not in FIRST_ROUNDS:
+            raise ValueError(f"first_round must be one of {', '.join(FIRST_ROUNDS)}, got {first_round!r}")
+        for name, value in (("elitism", elitism), ("evaluate_mean", evaluate_mean)):
+            if value not in SWITCH:
+                raise ValueError(f"{name} must be one of {', '.join(SWITCH)}, got {value!r}")
         self.sigma0 = sigma0
-        # cma needs at least two candidates per generation; popsize 1 is served in chunks.
-        self._cma_popsize = max(2, self.popsize)
+        self.elitism = elitism
+        self.evaluate_mean = evaluate_mean
+        self.boundary = boundary
+        self.first_round = first_round
+        # cma needs two candidates per generation with its mirrors (the fold setting), three
+        # without them (redraw); a smaller popsize is served cma's generation in chunks.
+        smallest = 2 if boundary == "fold" else 3
+        self._cma_popsize = self.popsize * -(-smallest // self.popsize) if self.popsize < smallest else self.popsize
         if self.popsize < default_popsize(self.dim):
             logger.warning(
                 "HAZero: popsize %d is below CMA-ES's default population of %d for %d "
@@ -92,7 +147,16 @@ class HAZero(Strategy):
                 default_popsize(self.dim),
             )
         self._restarts = 0
-        self._es = self._new_es(self.init_point)
+        self._redraws = 0
+        #: The spread first round, before CMA-ES exists; None once it was told (or never used).
+        self._design: Optional[np.ndarray] = None
+        self._es: Optional[cma.CMAEvolutionStrategy] = None
+        if first_round == "spread" and self.popsize > 1:
+            # Its own generator: the design never shifts the samples CMA-ES draws later.
+            design_rng = np.random.Generator(np.random.PCG64(_derived_seed(self.seed, _DESIGN_STREAM)))
+            self._design = spread_design(self.init_point, self.popsize, design_rng)
+        else:
+            self._es = self._new_es(self.init_point)
         #: The cma generation being handed out, exactly as cma.ask returned it (cma's tell
         #: needs its own arrays back to recover its internal, unbounded genotypes).
         self._gen: Optional[List[np.ndarray]] = None
@@ -103,9 +167,8 @@ class HAZero(Strategy):
         self._rounds = 0
 
     def _new_es(self, x0: np.ndarray) -> cma.CMAEvolutionStrategy:
-        options = {
+        options: Dict[str, Any] = {
             "popsize": self._cma_popsize,
-            "bounds": [0.0, 1.0],
             # NaN tells cma to leave numpy's global seed alone; our _Randn does the sampling.
             "seed": float("nan"),
             "randn": _Randn(_derived_seed(self.seed, self._restarts)),
@@ -114,15 +177,57 @@ class HAZero(Strategy):
             "verb_log": 0,
             "verbose": -9,
         }
+        if self.elitism == "on":
+            # cma's (mu/mu_w + lambda) variant: when the generation has nothing better than the
+            # best point ever told, that point joins the recombination. No extra evaluation:
+            # cma re-uses the loss it was told.
+            options["CMA_elitist"] = True
+        if self.boundary == "fold":
+            options["bounds"] = [0.0, 1.0]
+        else:
+            # cma's selective mirrors are injected into the next generation; a redrawn mirror
+            # would leave cma an orphaned injection. Redrawing already keeps samples in the box.
+            options["CMA_mirrors"] = 0
         return cma.CMAEvolutionStrategy(np.asarray(x0, dtype=float).tolist(), self.sigma0, options)
 
+    def _new_generation(self) -> List[np.ndarray]:
+        """cma's next generation; with `redraw`, every candidate inside the box.
+
+        A candidate outside is replaced by a fresh sample of the same distribution
+        (`ask(1)`), up to MAX_REDRAWS times, then clipped. All draws come from our `_Randn` in
+        row order, so a replay redraws exactly the same way.
+        """
+        assert self._es is not None
+        # With one parent (mu = 1, cma's choice for 3 or fewer candidates) the mean *is* a
+        # point already evaluated: evaluating it again would waste a trial.
+        if self.evaluate_mean == "on" and self._es.countiter > 0 and self._es.sp.weights.mu > 1:
+            # The mean is the recombination of the best candidates so far: at a budget of a few
+            # generations it is often better than any sample, and CMA-ES never evaluates it.
+            # Injected (genotype, as cma keeps it), it is the generation's first candidate and
+            # cma's update treats it like a sample. From the second generation on: the first
+            # mean is the init point, which the first generation surrounds already.
+            self._es.inject([np.array(self._es.mean, dtype=float)], force=True)
+        rows = [np.asarray(x, dtype=float) for x in self._es.ask()]
+        if self.boundary == "fold":
+            return rows
+        for i, x in enumerate(rows):
+            for _ in range(MAX_REDRAWS):
+                if np.all((x >= 0.0) & (x <= 1.0)):
+                    break
+                self._redraws += 1
+                x = np.asarray(self._es.ask(1)[0], dtype=float)
+            rows[i] = np.clip(x, 0.0, 1.0)
+        return rows
+
     def ask(self) -> np.ndarray:
+        if self._design is not None:
+            return self._design.copy()
         if self._gen is None:
-            self._gen = [np.asarray(x, dtype=float) for x in self._es.ask()]
+            self._gen = self._new_generation()
             self._offset = 0
             self._told = []
         rows = self._gen[self._offset : self._offset + self.popsize]
-        # BoundTransform keeps points in the box; the clip only guards against rounding.
+        # BoundTransform and redrawing keep points in the box; the clip only guards rounding.
         return np.clip(np.array(rows, dtype=float).reshape(self.popsize, self.dim), 0.0, 1.0)
 
     @property
@@ -133,9 +238,20 @@ class HAZero(Strategy):
         return self._best_x.copy(), self._best_loss
 
     @property
+    def redraws(self) -> int:
+        """How many samples fell outside the box and were drawn again (`boundary=redraw`)."""
+        return self._redraws
+
+    @property
     def restarts(self) -> int:
         """How often CMA-ES met a stop condition and was restarted around the best point."""
         return self._restarts
+
+    def _remember_best(self, points: np.ndarray, values: Sequence[Optional[float]]) -> None:
+        for x, value in zip(points, values):
+            if value is not None and (self._best_loss is None or value < self._best_loss):
+                self._best_loss = value
+                self._best_x = np.array(x, dtype=float)
 
     def tell(self, losses: Sequence[Optional[float]]) -> None:
         """Learn from the generation last asked (asking it first if nobody did: replay).
@@ -145,14 +261,17 @@ class HAZero(Strategy):
         """
         values = self._checked_losses(losses)
         asked = self.ask()  # the generation being told (idempotent; creates it if needed)
-        for x, value in zip(asked, values):
-            self._told.append(value)
-            if value is not None and (self._best_loss is None or value < self._best_loss):
-                self._best_loss = value
-                self._best_x = x.copy()
-        self._offset += self.popsize
+        self._remember_best(asked, values)
         self._rounds += 1
-        assert self._gen is not None
+        if self._design is not None:
+            # The spread round is not CMA-ES's: CMA-ES starts at its best point (the init
+            # point when every trial failed), with the usual sigma0.
+            self._design = None
+            self._es = self._new_es(self._best_x if self._best_x is not None else self.init_point)
+            return
+        self._told.extend(values)
+        self._offset += self.popsize
+        assert self._gen is not None and self._es is not None
         if self._offset < len(self._gen):
             return  # popsize 1: the rest of cma's generation is handed out first
         # Failures (None/NaN/inf) are told as worse than every success of the generation.

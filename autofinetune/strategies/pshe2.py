@@ -15,12 +15,33 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .base import Strategy, finite_or_none
+from .base import Strategy, finite_or_none, spread_design
 
-#: alpha: step size and damping rate; epsilon: the random kick as a fraction of the distance
-#: to the box edge (PaddleHub 1.8's defaults).
-DEFAULT_ALPHA = 0.5
+#: alpha: step size and damping rate (PaddleHub 1.8's is 0.5; 0.9 with the decaying kick and the
+#: spread first round, chosen on the benchmark's main cells, docs/algorithms.md); epsilon: the
+#: random kick as a fraction of the distance to the box edge (PaddleHub 1.8's).
+DEFAULT_ALPHA = 0.9
 DEFAULT_EPSILON = 0.2
+#: The kick over time: epsilon / sqrt(t) at a particle's t-th step (default), or epsilon at every
+#: step (the original).
+KICKS = ("decaying", "constant")
+#: The first round: the init point plus a space-filling spread (default), or the original's
+#: per-coordinate draws on either side of the init point.
+FIRST_ROUNDS = ("spread", "centred")
+
+
+def kick_size(epsilon: float, t: Union[int, float, np.ndarray], kick: str) -> Union[float, np.ndarray]:
+    """The kick fraction at step t: epsilon / sqrt(t) when decaying, epsilon when constant.
+
+    Why decay: a constant kick of 0.2 keeps re-randomising a fifth of the way to the edge long
+    after the swarm has found its basin, which on ill-conditioned losses undoes the progress of
+    the pulls (docs/algorithms.md, "What changed in issue 15, and why"); 1 / sqrt(t) keeps early
+    exploration and lets late steps refine.
+    """
+    if kick == "constant":
+        return epsilon
+    t_col = np.asarray(t, dtype=float).reshape(-1, 1) if np.ndim(t) else float(t)
+    return epsilon / np.sqrt(np.maximum(t_col, 1.0))
 
 
 def _seed_entropy(seed: int) -> int:
@@ -49,7 +70,7 @@ def pshe2_step(
     g: Optional[np.ndarray],
     t: Union[int, float, np.ndarray],
     alpha: float,
-    epsilon: float,
+    epsilon: Union[float, np.ndarray],
     rng: np.random.Generator,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Move k particles one PSHE2 step; returns (x_next, v_next), both of shape (k, dim).
@@ -69,7 +90,8 @@ def pshe2_step(
     alpha > 1/3 (harmless only because v = 0 then) and grows towards 1, the velocity is scaled
     by alpha again in (2), and exploration comes from the edge-scaled kick (3) instead. The
     clips are ours: the original let points leave its box. `t` may be a scalar (a whole
-    generation) or shape (k,) (each particle's own count, the asynchronous mode).
+    generation) or shape (k,) (each particle's own count, the asynchronous mode); `epsilon` a
+    scalar or shape (k, 1) (`kick_size` of each particle's t).
     """
     t_col = np.asarray(t, dtype=float).reshape(-1, 1) if np.ndim(t) else float(t)
     local_pull = np.where(np.asarray(has_p, dtype=bool).reshape(-1, 1), x - p, 0.0)
@@ -123,6 +145,8 @@ class PSHE2(Strategy):
         seed: int,
         alpha: float = DEFAULT_ALPHA,
         epsilon: float = DEFAULT_EPSILON,
+        kick: str = "decaying",
+        first_round: str = "spread",
     ) -> None:
         super().__init__(dim, init_point, popsize, seed)
         alpha = float(alpha)
@@ -134,12 +158,21 @@ class PSHE2(Strategy):
         # A fraction of the distance to the box edge; above 1 a kick would leave the box.
         if not (0.0 <= epsilon <= 1.0):
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        if kick not in KICKS:
+            raise ValueError(f"kick must be one of {', '.join(KICKS)}, got {kick!r}")
+        if first_round not in FIRST_ROUNDS:
+            raise ValueError(f"first_round must be one of {', '.join(FIRST_ROUNDS)}, got {first_round!r}")
         self.alpha = alpha
         self.epsilon = epsilon
+        self.kick = kick
+        self.first_round = first_round
         self._rng = np.random.Generator(np.random.PCG64(_seed_entropy(self.seed)))
         #: Rounds told per particle; `tell` advances all of them, `tell_particle` one.
         self._t = np.zeros(self.popsize, dtype=np.int64)
-        self._x = pshe2_initial(self.init_point, self.popsize, self._rng)
+        if first_round == "spread":
+            self._x = spread_design(self.init_point, self.popsize, self._rng)
+        else:
+            self._x = pshe2_initial(self.init_point, self.popsize, self._rng)
         self._v = np.zeros((self.popsize, self.dim))
         self._p = self._x.copy()
         self._p_loss = np.full(self.popsize, np.inf)
@@ -165,7 +198,7 @@ class PSHE2(Strategy):
         self._t += 1
         self._x, self._v = pshe2_step(
             self._x, self._v, self._p, np.isfinite(self._p_loss), self._g, self._t,
-            self.alpha, self.epsilon, self._rng,
+            self.alpha, kick_size(self.epsilon, self._t, self.kick), self._rng,
         )
 
     # -- asynchronous mode -----------------------------------------------------------------
@@ -191,6 +224,6 @@ class PSHE2(Strategy):
         self._t[i] += 1
         x, v = pshe2_step(
             self._x[row], self._v[row], self._p[row], np.isfinite(self._p_loss[row]), self._g,
-            self._t[row], self.alpha, self.epsilon, self._rng,
+            self._t[row], self.alpha, kick_size(self.epsilon, self._t[row], self.kick), self._rng,
         )
         self._x[row], self._v[row] = x, v

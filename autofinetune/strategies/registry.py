@@ -23,7 +23,7 @@ import importlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..errors import ConfigError
 
@@ -38,26 +38,72 @@ logger = logging.getLogger("autofinetune")
 ENTRY_POINT_GROUP = "autofinetune.strategies"
 
 
+#: What an option's value may be: a number, or one of a categorical option's words.
+OptionValue = Union[float, str]
+
+
 @dataclass(frozen=True)
 class OptionSpec:
-    """One numeric option a strategy's constructor takes as a keyword argument."""
+    """One option a strategy's constructor takes as a keyword argument.
+
+    Numeric by default (a float in [low, high]); with `choices` it is categorical and its value
+    is one of those words (build one with `OptionSpec.categorical`).
+
+    `legacy` is the value searches ran with before the current defaults (issue 15): the
+    previous release's default, or for an option that did not exist then, the behaviour it had
+    without it. Resuming a journal of that release must behave as it did (`journal_defaults`,
+    docs/algorithms.md, "Options added later"). None: the default has not changed.
+    """
 
     name: str
-    default: float
+    default: OptionValue
     low: float
     high: float
     help: str
     low_inclusive: bool = True
     high_inclusive: bool = True
+    choices: Tuple[str, ...] = ()
+    legacy: Optional[OptionValue] = None
+
+    @classmethod
+    def categorical(cls, name: str, default: str, choices: Tuple[str, ...], help: str,
+                    legacy: Optional[str] = None) -> "OptionSpec":
+        """An option whose value is one of the words `choices` (`--strategy_option name=word`)."""
+        return cls(name, default, 0.0, 0.0, help, choices=tuple(choices), legacy=legacy)
 
     def interval(self) -> str:
-        """The range as users read it, e.g. "(0, 1]"."""
+        """The range as users read it, e.g. "(0, 1]", or the choices, e.g. "redraw|fold"."""
+        if self.choices:
+            return "|".join(self.choices)
         return f"{'[' if self.low_inclusive else '('}{self.low:g}, {self.high:g}{']' if self.high_inclusive else ')'}"
 
-    def contains(self, value: float) -> bool:
+    def contains(self, value: Any) -> bool:
+        if self.choices:
+            return isinstance(value, str) and value in self.choices
+        if isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
+            return False
         above = value >= self.low if self.low_inclusive else value > self.low
         below = value <= self.high if self.high_inclusive else value < self.high
         return math.isfinite(value) and above and below
+
+    def parse(self, raw: Any, strategy: str) -> OptionValue:
+        """`--strategy_option name=raw` as the constructor takes it; ConfigError, one line, if bad."""
+        where = f"--strategy_option {self.name}={raw}"
+        if self.choices:
+            if not isinstance(raw, str) or raw not in self.choices:
+                raise ConfigError(f"{where}: {strategy}'s {self.name} ({self.help}) must be one of "
+                                  f"{', '.join(self.choices)}; e.g. --strategy_option {self.name}={self.default}")
+            return raw
+        must = f"{strategy}'s {self.name} ({self.help}) must be a number in {self.interval()}"
+        if isinstance(raw, bool):
+            raise ConfigError(f"{where}: not a number; {must}")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: not a number; {must}") from None
+        if not self.contains(value):
+            raise ConfigError(f"{where} is out of range: {must}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -83,10 +129,16 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
         min_dim=1,
         supports_async=True,
         options=(
-            OptionSpec("alpha", 0.5, 0.0, 1.0, "step size and damping rate of the swarm",
-                       low_inclusive=False, high_inclusive=True),
+            OptionSpec("alpha", 0.9, 0.0, 1.0, "step size and damping rate of the swarm",
+                       low_inclusive=False, high_inclusive=True, legacy=0.5),
             OptionSpec("epsilon", 0.2, 0.0, 1.0, "random kick, as a fraction of the distance to the box edge",
                        low_inclusive=True, high_inclusive=True),
+            OptionSpec.categorical("kick", "decaying", ("decaying", "constant"),
+                                   "the kick shrinks as epsilon / sqrt(t), or stays epsilon as in the original",
+                                   legacy="constant"),
+            OptionSpec.categorical("first_round", "spread", ("spread", "centred"),
+                                   "the init point plus a Latin hypercube over the box, or draws on either side of the init point as the original",
+                                   legacy="centred"),
         ),
     ),
     StrategyInfo(
@@ -96,8 +148,20 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
         min_dim=2,
         supports_async=False,
         options=(
-            OptionSpec("sigma0", 0.1, 0.0, 1.0, "initial CMA-ES step size in the unit box (the original's 0.2 in [-1, 1])",
-                       low_inclusive=False, high_inclusive=True),
+            OptionSpec("sigma0", 0.15, 0.0, 1.0, "initial CMA-ES step size in the unit box; the original's is 0.1 (0.2 in its [-1, 1])",
+                       low_inclusive=False, high_inclusive=True, legacy=0.1),
+            OptionSpec.categorical("boundary", "redraw", ("redraw", "fold"),
+                                   "a candidate outside the box is redrawn, or folded back in as the original did",
+                                   legacy="fold"),
+            OptionSpec.categorical("first_round", "centred", ("centred", "spread"),
+                                   "CMA-ES's first generation around the init point as the original, or the init point plus a Latin hypercube over the box",
+                                   legacy="centred"),
+            OptionSpec.categorical("elitism", "on", ("on", "off"),
+                                   "the best point so far joins CMA-ES's recombination when a generation has nothing better; off as the original",
+                                   legacy="off"),
+            OptionSpec.categorical("evaluate_mean", "on", ("on", "off"),
+                                   "every generation after the first also evaluates CMA-ES's mean; off as the original",
+                                   legacy="off"),
         ),
     ),
 )
@@ -114,8 +178,10 @@ def _problem_with(info: Any) -> str:
     if info.min_dim < 1:
         return f"its min_dim {info.min_dim} is below 1"
     for option in info.options:
-        if not isinstance(option, OptionSpec) or not option.contains(float(option.default)):
+        if not isinstance(option, OptionSpec) or not option.contains(option.default):
             return f"its option {getattr(option, 'name', option)!r} has a default outside its range"
+        if option.legacy is not None and not option.contains(option.legacy):
+            return f"its option {option.name!r} has a legacy value outside its range"
     return ""
 
 
@@ -170,18 +236,49 @@ def _preferred() -> List[Tuple[str, StrategyInfo]]:
     return sorted(available().items(), key=lambda item: (not item[1].builtin, item[0]))
 
 
-def _option_value(info: StrategyInfo, spec: OptionSpec, raw: Any) -> float:
-    where = f"--strategy_option {spec.name}={raw}"
-    must = f"{info.display_name}'s {spec.name} ({spec.help}) must be a number in {spec.interval()}"
-    if isinstance(raw, bool):
-        raise ConfigError(f"{where}: not a number; {must}")
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: not a number; {must}") from None
-    if not spec.contains(value):
-        raise ConfigError(f"{where} is out of range: {must}")
-    return value
+def _default(spec: OptionSpec) -> OptionValue:
+    return spec.default if spec.choices else float(spec.default)
+
+
+def journal_defaults(name: str, journaled: Optional[Mapping[str, Any]]) -> Dict[str, OptionValue]:
+    """The defaults of the release that wrote a journal, for options a resume does not name.
+
+    A search journals every option of its strategy (`check_strategy` fills the defaults in), so
+    a journal whose `strategy_options` lack one (or that has none at all) was written before
+    that option existed -- before issue 15 for the options that have a `legacy` value. Such a
+    search ran with the defaults of its day: each option's `legacy` value (its default when it
+    has none). A journal that names every option gets today's defaults, i.e. nothing ({}).
+
+    Only one generation back is known; an option added in a later release would need its own
+    legacy per release (docs/algorithms.md, "Options added later").
+    """
+    specs = get_info(name).options
+    if journaled is not None and all(spec.name in journaled for spec in specs):
+        return {}
+    return {spec.name: spec.legacy if spec.legacy is not None else _default(spec) for spec in specs}
+
+
+def legacy_options(name: str) -> Dict[str, OptionValue]:
+    """Every option at its legacy value: the behaviour of PaddleHub's original, bit for bit."""
+    return journal_defaults(name, None)
+
+
+def resumed_options(
+    name: str,
+    dim: int,
+    popsize: int,
+    journaled: Optional[Mapping[str, Any]],
+    given: Mapping[str, Any],
+    asynchronous: bool = False,
+) -> Dict[str, OptionValue]:
+    """The options a resumed search runs with: `given` (the command line's), the rest at the
+    defaults of the release that wrote the journal (`journal_defaults`).
+
+    Pass the journal's own options as `given` to read what the interrupted search ran with; a
+    resume is refused when the two differ, exactly as before options could be added. So the
+    same command line resumes an old search with the behaviour it began with.
+    """
+    return check_strategy(name, dim, popsize, {**journal_defaults(name, journaled), **given}, asynchronous)
 
 
 def check_strategy(
@@ -190,11 +287,12 @@ def check_strategy(
     popsize: int,
     options: Mapping[str, Any] = {},
     asynchronous: bool = False,
-) -> Dict[str, float]:
+) -> Dict[str, OptionValue]:
     """Validate a strategy request without importing the implementation.
 
-    Returns every option of the strategy as a float, defaults filled in. Each error is one
-    line naming the option as the CLI spells it, and the fix.
+    Returns every option of the strategy, defaults filled in: a float for a numeric option, the
+    chosen word for a categorical one. Each error is one line naming the option as the CLI
+    spells it, and the fix.
     """
     info = get_info(name)
     if popsize < 1:
@@ -216,7 +314,7 @@ def check_strategy(
             raise ConfigError(
                 f"--strategy_option {key}=...: {info.display_name} (--tuning_strategy={name}) has no option {key!r}; {valid}"
             )
-    values = {spec.name: _option_value(info, spec, options[spec.name]) if spec.name in options else float(spec.default)
+    values = {spec.name: spec.parse(options[spec.name], info.display_name) if spec.name in options else _default(spec)
               for spec in info.options}
     if asynchronous and not info.supports_async:
         fits = [n for n, i in _preferred() if i.supports_async and i.min_dim <= dim]
@@ -250,7 +348,7 @@ def make_strategy(
     seed: int,
     options: Mapping[str, Any] = {},
 ) -> "Strategy":
-    """Build `--tuning_strategy=name` after `check_strategy`, with its options as floats."""
+    """Build `--tuning_strategy=name` after `check_strategy`, with its options parsed."""
     values = check_strategy(name, dim, popsize, options)
     cls = load_class(get_info(name))
     return cls(dim, init_point, popsize, seed, **values)

@@ -124,8 +124,9 @@ class StrategyTestCase:
         """A search built through the registry and a direct construction must agree."""
         dim = self.dim()
         defaults = check_strategy(self.strategy_name, dim, 4)
-        assert defaults == {o.name: float(o.default) for o in self.info.options}
-        assert all(type(v) is float for v in defaults.values())
+        assert defaults == {o.name: o.default if o.choices else float(o.default) for o in self.info.options}
+        for option in self.info.options:  # JSON-ready: a word for a categorical option, else a float
+            assert type(defaults[option.name]) is (str if option.choices else float)
         cls = load_class(self.info)
         init = np.full(dim, 0.5)
         via_registry = make_strategy(self.strategy_name, dim, init, 4, 3)
@@ -138,6 +139,16 @@ class StrategyTestCase:
     def test_every_option_in_range_is_accepted_and_out_of_range_refused(self) -> None:
         dim = self.dim()
         for option in self.info.options:
+            if option.choices:
+                for word in option.choices:
+                    assert check_strategy(self.strategy_name, dim, 3, {option.name: word})[option.name] == word
+                    strategy = make_strategy(self.strategy_name, dim, np.full(dim, 0.5), 3, 0, {option.name: word})
+                    for points in run_rounds(strategy, 2):
+                        assert np.all((points >= 0.0) & (points <= 1.0))
+                for bad in ["", option.choices[0].upper() + "x", 1.0, None]:
+                    with pytest.raises(ConfigError, match=f"--strategy_option {option.name}=.*must be one of"):
+                        check_strategy(self.strategy_name, dim, 3, {option.name: bad})
+                continue
             inside = [option.default]
             inside += [option.low] if option.low_inclusive else []
             inside += [option.high] if option.high_inclusive else []
