@@ -55,13 +55,17 @@ def read_for_resume(config: "SearchConfig") -> SearchState:
     if [list(p) for p in old.get("passthrough", [])] != [list(p) for p in config.passthrough]:
         raise ConfigError(f"--resume: the trailing 'name value' arguments differ from the interrupted search ({old.get('passthrough')!r} then, "
                           f"{[list(p) for p in config.passthrough]!r} now); fix: resume with the original settings")
-    # A journal from before strategy options existed ran the defaults: compare with defaults filled in.
+    # A journal that lacks an option was written before it existed: options the command line does
+    # not name take the defaults of the release that wrote it (registry.journal_defaults), on both
+    # sides of the comparison, so the same command resumes the search as it began.
     then = dict(old)
+    now: Dict[str, Any] = dict(config.strategy_options)
     if old.get("strategy") == config.tuning_strategy:  # else the strategy itself is the difference named
-        then["strategy_options"] = _normalised_strategy_options(config, old.get("strategy_options") or {})
+        then["strategy_options"] = _normalised_strategy_options(config, old.get("strategy_options"), old.get("strategy_options") or {})
+        now = _normalised_strategy_options(config, old.get("strategy_options"), config.strategy_options)
     if old.get("pruner", "none") == config.pruner:  # else the pruner itself is the difference named
         then["pruner_options"] = _normalised_pruner_options(config.pruner, old.get("pruner_options") or {})
-    conflict = resume_conflicts(then, {**config.options, "strategy_options": _normalised_strategy_options(config, config.strategy_options),
+    conflict = resume_conflicts(then, {**config.options, "strategy_options": now,
                                        "pruner_options": _normalised_pruner_options(config.pruner, config.pruner_options)})
     if conflict:
         raise ConfigError(conflict)
@@ -76,11 +80,11 @@ def read_for_resume(config: "SearchConfig") -> SearchState:
     return state
 
 
-def _normalised_strategy_options(config: "SearchConfig", given: Dict[str, Any]) -> Dict[str, float]:
-    """Strategy options with the defaults filled in, as a new search would journal them."""
-    from .strategies import check_strategy
+def _normalised_strategy_options(config: "SearchConfig", journaled: Optional[Dict[str, Any]], given: Dict[str, Any]) -> Dict[str, Any]:
+    """Strategy options as the resumed search runs them: `given`, the rest at the journal's defaults."""
+    from .strategies.registry import resumed_options
 
-    return check_strategy(config.tuning_strategy, config.space.dim, config.popsize, given, config.asynchronous)
+    return resumed_options(config.tuning_strategy, config.space.dim, config.popsize, journaled, given, config.asynchronous)
 
 
 def _normalised_pruner_options(name: str, given: Dict[str, Any]) -> Dict[str, Any]:

@@ -42,6 +42,7 @@ from .runner import (MAX_REPORTS, IntermediateReader, ProcessIdentity, Status, T
                      token_digest)
 from .space import SearchSpace
 from .strategies import Strategy, check_strategy, make_strategy
+from .strategies.registry import resumed_options
 
 log = logging.getLogger("autofinetune")
 
@@ -236,12 +237,22 @@ class Search:
         self.command = dataclasses.replace(command, accepted=self.accepted.options)
         self.threads = self._thread_budget()
         self.replayed: Optional[SearchState] = None
+        #: The strategy options as the journal keeps them (a resumed search keeps the journal's own).
+        self.journaled_strategy_options: Optional[Dict[str, Any]] = self.strategy_options
         self.seed: int = config.seed if config.seed is not None else secrets.randbelow(2**31 - 1) + 1
         if resume:
             from .resume import read_for_resume
 
             self.replayed = read_for_resume(config)
             self.seed = int(self.replayed.config["seed"])
+            # Options the command line does not name run at the defaults of the release that wrote
+            # the journal (read_for_resume has checked that the command line agrees with it).
+            journaled_options = self.replayed.config.get("strategy_options")
+            self.strategy_options = resumed_options(config.tuning_strategy, self.space.dim, config.popsize,
+                                                    journaled_options, config.strategy_options, config.asynchronous)
+            # Journaled again as they were, not filled in: a journal that lacks an option must go
+            # on lacking it, or the next resume would take today's defaults for it.
+            self.journaled_strategy_options = journaled_options
         # The strategy before the backend and the output dir: a plugin whose library is missing
         # fails here, in one line, with nothing started and nothing written.
         self.strategy: Strategy = make_strategy(config.tuning_strategy, self.space.dim, self.space.init_unit(), config.popsize,
@@ -357,7 +368,7 @@ class Search:
         data = journaled(c.options)
         data.update({"script": str(c.script), "space": self.space.to_json(), "space_fingerprint": self.space.fingerprint(),
                      "space_source": self.space.source, "seed": self.seed, "passthrough": [list(p) for p in c.passthrough],
-                     "strategy_options": self.strategy_options, "pruner_options": self.pruner_options, "slots": [s.label for s in c.slots], "cwd": c.cwd,
+                     "strategy_options": self.journaled_strategy_options, "pruner_options": self.pruner_options, "slots": [s.label for s in c.slots], "cwd": c.cwd,
                      "accepted_options": sorted(self.accepted.options) if self.accepted.options is not None else None,
                      "version": __version__})
         return data
