@@ -7,7 +7,8 @@ always be rebuilt from the journal (docs/architecture.md).
 What a finished trial costs the views must not grow with the trials before it (docs/overhead.md):
 `trials.csv` gets one appended row per finished trial (in the order trials finish, while the
 search runs); `trials.json` and `log_file.txt` are rewritten whole, atomically, at most once a
-second or at each round's end, whichever comes first; all three are rewritten whole (rows in
+second or at each round's end, whichever comes first, and never taking more than 2 % of the
+time (a rewrite of N trials costs ~N, so they come ~N apart); all three are rewritten whole (rows in
 round, index order) on resume and whenever the tuner exits, so nothing finished is missing.
 """
 from __future__ import annotations
@@ -156,6 +157,8 @@ class TrialsView(Sequence):
 
 #: Rewrites of trials.json and log_file.txt are at least this far apart (a round's end forces one).
 VIEW_INTERVAL = 1.0
+#: The largest share of the tuner's time that rewriting trials.json and log_file.txt may take.
+REWRITE_SHARE = 0.02
 
 CSV_FILE = "trials.csv"
 JSON_FILE = "trials.json"
@@ -193,6 +196,7 @@ class SearchRecords:
         self._stale = False  # trials.json / log_file.txt lack a finished trial
         self._unsorted = False  # trials.csv holds rows appended in finish order
         self._last_rewrite = float("-inf")
+        self._last_cost = 0.0
         self._timer: Optional[threading.Timer] = None
 
     def _index(self, record: TrialRecord) -> None:
@@ -286,11 +290,15 @@ class SearchRecords:
 
     def refresh(self, force: bool = False) -> None:
         """Rewrite trials.json and log_file.txt if a trial is missing from them and a second has
-        passed since the last rewrite (or `force`: a round ended); else once the second is up."""
+        passed since the last rewrite (`force`, a round's end: no need to wait for the second);
+        else when it is up. Either way at most REWRITE_SHARE of the time goes to rewrites: the
+        gap after a rewrite is at least 1 / REWRITE_SHARE times what it took, so a rewrite of N
+        trials (which costs ~N) comes ~N apart and the cost per trial stays flat (docs/overhead.md)."""
         with self._lock:
             self._stale = True
-            wait = self._last_rewrite + self.interval - time.monotonic()
-            if force or wait <= 0:
+            gap = self._last_cost / REWRITE_SHARE
+            wait = self._last_rewrite + (gap if force else max(self.interval, gap)) - time.monotonic()
+            if wait <= 0:
                 self._cancel_timer()
                 self._rewrite_locked()
             elif self._timer is None:
@@ -312,10 +320,12 @@ class SearchRecords:
                             error.strerror or error)
 
     def _rewrite_locked(self) -> None:
+        began = time.monotonic()
         write_atomic(self.output_dir / LOG_FILE, self.log_text())
         write_atomic(self.output_dir / JSON_FILE, self.json_text())
         self._stale = False
         self._last_rewrite = time.monotonic()
+        self._last_cost = self._last_rewrite - began
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

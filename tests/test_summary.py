@@ -182,7 +182,7 @@ def test_summary_text_of_a_finished_search(search, capsys):
     assert f"Best: score {float(best['score'])!r} at round {best['round']}, trial {best['index']}" in text
     assert f"  batch_size={best['batch_size']}\n" in text
     assert "Lineage of the best model: round0/model-" in text
-    top = text.split("Top 5:\n")[1].split("\n\n")[0].splitlines()
+    top = text.split(f"Top {min(5, len(_ok_rows(rows)))}:\n")[1].split("\n\n")[0].splitlines()
     assert len(top) == 1 + min(5, len(_ok_rows(rows))) and top[0].split()[:4] == ["rank", "round", "trial", "score"]
     assert "Per round:" in text and "Running" not in text
     failed = [r for r in rows if r["status"] != "ok"]
