@@ -279,3 +279,21 @@ def test_standalone_the_report_prints_and_never_asks_to_stop(tmp_path: Path):
     assert lines[:4] == [f"autofinetune: intermediate result {0.25 * s} at step {s} (not running under the tuner; nothing recorded)"
                          for s in (1, 2, 3)] + ["autofinetune: intermediate result 0.9 at step 10 (not running under the tuner; nothing recorded)"]
     assert lines[4] == "[False, False, False, False] []"
+
+
+def test_plot_draws_the_learning_curves_with_the_pruned_ones_marked(curves: Path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from autofinetune.views.plot import plot_search
+
+    pruned, silent = curves / "pruned", curves / "silent"
+    assert _search(curves, pruned, *ASHA_2, "levels", "0.9,0.95,0.1", "step_seconds", "0.05").returncode == 0
+    assert _search(curves, silent, "levels", "0.9,0.95,0.1", "silent", "1", "step_seconds", "0.01").returncode == 0
+    with_curves, without = imread(str(plot_search(pruned))), imread(str(plot_search(silent)))
+    # one more row of panels: the learning curves (3.2 inches at 100 dpi)
+    assert with_curves.shape[0] - without.shape[0] == 320 and with_curves.shape[1] == without.shape[1]
+    # the pruned trial's curve is drawn in red (matplotlib's tab:red, #d62728) in that panel
+    panel = with_curves[without.shape[0] // 2: without.shape[0] // 2 + 320]
+    red = (abs(panel[..., 0] - 0xd6 / 255) < 0.02) & (abs(panel[..., 1] - 0x27 / 255) < 0.02) & (abs(panel[..., 2] - 0x28 / 255) < 0.02)
+    assert red.sum() > 20
