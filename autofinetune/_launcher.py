@@ -49,6 +49,49 @@ def _proc_readable() -> bool:
     return os.path.exists(f"/proc/{os.getpid()}/environ")
 
 
+def cookie_holders(cookies) -> dict:
+    """pid -> id of every process carrying one of `cookies` (id -> cookie) in its environment.
+
+    The one /proc scan for cookies: the launcher's at each trial's end, and runner's when
+    --resume stops what a dead launcher left. No owner check: a cookie is 128 random bits that
+    only a trial's descendants inherit, and /proc/PID/environ of another user's process cannot
+    be read anyway. One open and read per process (docs/overhead.md).
+    """
+    found = {}
+    if not cookies:
+        return found
+    needles = {(COOKIE_ENV + "=" + cookie + "\0").encode(): ident for ident, cookie in cookies.items()}
+    me = str(os.getpid())
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or name == me:
+            continue
+        try:
+            fd = os.open(f"/proc/{name}/environ", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            chunks = [b"\0"]
+            while True:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        for needle, ident in needles.items():
+            if b"\0" + needle in data:
+                found[int(name)] = ident
+                break
+    return found
+
+
 class Cgroups:
     """One cgroup v2 per trial, under one folder of this launcher's, where the hierarchy lets us.
 
@@ -221,45 +264,8 @@ class Launcher:
 
     # -- finding a trial's descendants ------------------------------------------------------------
     def holders(self, cookies) -> dict:
-        """pid -> id of every process carrying one of `cookies` in its environment.
-
-        No owner check: a cookie is 128 random bits that only a trial's descendants inherit, and
-        /proc/PID/environ of another user's process cannot be read anyway. One open and read per
-        process, at each trial's end (docs/overhead.md).
-        """
-        found = {}
-        if not self.proc or not cookies:
-            return found
-        needles = {(COOKIE_ENV + "=" + cookie + "\0").encode(): ident for ident, cookie in cookies.items()}
-        me = str(os.getpid())
-        try:
-            names = os.listdir("/proc")
-        except OSError:
-            return found
-        for name in names:
-            if not name.isdigit() or name == me:
-                continue
-            try:
-                fd = os.open(f"/proc/{name}/environ", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                chunks = [b"\0"]
-                while True:
-                    chunk = os.read(fd, 1 << 16)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-            except OSError:
-                continue
-            finally:
-                os.close(fd)
-            data = b"".join(chunks)
-            for needle, ident in needles.items():
-                if b"\0" + needle in data:
-                    found[int(name)] = ident
-                    break
-        return found
+        """pid -> id of every process carrying one of `cookies` (id -> cookie) in its environment."""
+        return cookie_holders(cookies) if self.proc else {}
 
     def children(self) -> list:
         """Every live child of this launcher: trials, and orphaned descendants reparented to it."""

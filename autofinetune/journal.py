@@ -121,7 +121,7 @@ class StartedEvent(Event):
     worker: Optional[str] = None
     host: Optional[str] = None
     boot_id: Optional[str] = None
-    #: The launcher's mark in the trial's and its descendants' environment (runner.cookie_holders).
+    #: The launcher's mark in the trial's and its descendants' environment (_launcher.cookie_holders).
     cookie: Optional[str] = None
     #: The trial's cgroup v2 folder, where the launcher fenced it with one (runner._stop_cgroup).
     cgroup: Optional[str] = None

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from ._launcher import cookie_holders
 from .devices import Slot
 from .reporting import INTERMEDIATE_FILE_ENV, RESULT_FILE_ENV, STOP_FILE_ENV, TRIAL_TOKEN_ENV
 
@@ -60,8 +61,6 @@ OK, FAILED, INVALID, TIMEOUT, INTERRUPTED, PRUNED = (Status.OK, Status.FAILED, S
                                                      Status.PRUNED)
 
 LAUNCHER = str(Path(__file__).with_name("_launcher.py"))
-#: The environment variable by which _launcher.py marks a trial's processes.
-COOKIE_ENV = "AUTOFINETUNE_TRIAL_COOKIE"
 #: A trial that exits 130 was interrupted (Ctrl-C's conventional status), not failed.
 INTERRUPTED_EXIT_CODES = frozenset({130, -signal.SIGINT})
 NO_REPORT = "no result reported (report_final_result was never called)"
@@ -199,7 +198,7 @@ def stop_stale_group(identity: ProcessIdentity, grace: float = 2.0) -> bool:
     if identity.is_elsewhere():
         return False
     found_group = _stop_group(identity, grace)
-    holders = cookie_holders(identity.cookie) if identity.cookie else []
+    holders = list(cookie_holders({0: identity.cookie})) if identity.cookie else []
     members = _stop_cgroup(identity.cgroup, grace) if identity.cgroup else False
     if holders:
         _term_then_kill(holders, grace)
@@ -264,27 +263,6 @@ def _stop_group(identity: ProcessIdentity, grace: float) -> bool:
     except (ProcessLookupError, PermissionError):
         pass
     return True
-
-
-def cookie_holders(cookie: str) -> List[int]:
-    """The pids of the processes whose environment carries `cookie` (see _launcher.py)."""
-    needle = f"\0{COOKIE_ENV}={cookie}\0".encode()
-    found: List[int] = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return found
-    me = str(os.getpid())
-    for name in names:
-        if not name.isdigit() or name == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                if needle in b"\0" + handle.read():
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
 
 
 def _term_then_kill(pids: List[int], grace: float) -> None:
@@ -783,6 +761,9 @@ class IntermediateReader:
         self.count = 0
         self.rejected = 0
         self.first_problem = ""
+        #: What the search has said about this reader (each said once per attempt).
+        self.said_rejected = False
+        self.said_full = False
         self._partial = b""
 
     def read(self) -> List[Tuple[int, float]]:

@@ -482,14 +482,12 @@ class Search:
                     record.pruned_step = step
                     self._ask_to_stop(record, step, score)
             self._notify("on_intermediate", record, list(reports))
-        said = getattr(reader, "said", 0)
-        if reader.rejected > said:
-            reader.said = reader.rejected  # type: ignore[attr-defined]
-            if not said:
-                self.warn(f"[round {record.round}] trial {record.index}: ignored a line of its intermediate results "
-                          f"({reader.first_problem}); see docs/pruning.md for the format")
-        if reader.count >= MAX_REPORTS and not getattr(reader, "said_full", False):
-            reader.said_full = True  # type: ignore[attr-defined]
+        if reader.rejected and not reader.said_rejected:
+            reader.said_rejected = True
+            self.warn(f"[round {record.round}] trial {record.index}: ignored a line of its intermediate results "
+                      f"({reader.first_problem}); see docs/pruning.md for the format")
+        if reader.count >= MAX_REPORTS and not reader.said_full:
+            reader.said_full = True
             self.warn(f"[round {record.round}] trial {record.index}: reported {MAX_REPORTS} intermediate results; "
                       f"the rest are ignored (report every few hundred steps, not every step)")
 

@@ -297,3 +297,30 @@ def test_plot_draws_the_learning_curves_with_the_pruned_ones_marked(curves: Path
     panel = with_curves[without.shape[0] // 2: without.shape[0] // 2 + 320]
     red = (abs(panel[..., 0] - 0xd6 / 255) < 0.02) & (abs(panel[..., 1] - 0x27 / 255) < 0.02) & (abs(panel[..., 2] - 0x28 / 255) < 0.02)
     assert red.sum() > 20
+
+
+def test_lines_that_are_not_the_trials_reports_are_ignored_and_said_once(curves: Path):
+    """Another trial's line (wrong token), a step that is not a whole number, a broken line: none
+    counts, the trial's own reports still do, and the tuner says so once (docs/pruning.md)."""
+    (curves / "noisy.py").write_text(textwrap.dedent("""
+        import argparse, json, os, autofinetune
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--x", type=float)
+        parser.add_argument("--saved_params_dir")
+        parser.parse_args()
+        with open(os.environ["AUTOFINETUNE_INTERMEDIATE_FILE"], "a") as handle:
+            handle.write(json.dumps({"step": 1, "score": 0.9, "token": "not-mine"}) + "\\n")
+            handle.write(json.dumps({"step": 1.5, "score": 0.9, "token": os.environ["AUTOFINETUNE_TRIAL_TOKEN"]}) + "\\n")
+            handle.write("{broken\\n")
+        for step in (1, 2):
+            autofinetune.report_intermediate_result(0.1 * step, step)
+        autofinetune.report_final_result(0.2)
+    """))
+    out = curves / "out"
+    result = run_cli(["noisy.py", "--param_file=hparam.yaml", "--popsize=1", "--round=1", f"--output_dir={out}", "--workers=1",
+                      "--seed=1", "--evaluator=fulltrail"], cwd=curves, timeout=120)
+    assert result.returncode == 0, result.stderr
+    state = replay(out / "journal.jsonl")
+    assert state.curve(state.finished[(0, 0)]) == [(1, pytest.approx(0.1)), (2, pytest.approx(0.2))]
+    warnings = [line for line in result.stderr.splitlines() if "ignored a line of its intermediate results" in line]
+    assert len(warnings) == 1 and "without this trial's token" in warnings[0]
