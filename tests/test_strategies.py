@@ -72,6 +72,7 @@ def test_builtins_are_described_without_importing_them() -> None:
         OptionSpec("epsilon", 0.2, 0.0, 1.0, pshe2.options[1].help, low_inclusive=True, high_inclusive=True),
         OptionSpec.categorical("kick", "decaying", ("decaying", "constant"), pshe2.options[2].help, legacy="constant"),
         OptionSpec.categorical("first_round", "spread", ("spread", "centred"), pshe2.options[3].help, legacy="centred"),
+        OptionSpec("explore", 1.0, 0.0, 1000.0, pshe2.options[4].help, legacy=0.0, added=2),
     )
     assert hazero.options == (
         OptionSpec("sigma0", 0.15, 0.0, 1.0, hazero.options[0].help, False, True, legacy=0.1),
@@ -141,9 +142,11 @@ def test_check_strategy_errors_are_one_line_with_the_fix(args: tuple, expected: 
 
 
 def test_check_strategy_fills_defaults_as_floats_and_words() -> None:
-    assert check_strategy("pshe2", 1, 1) == {"alpha": 0.9, "epsilon": 0.2, "kick": "decaying", "first_round": "spread"}
+    assert check_strategy("pshe2", 1, 1) == {"alpha": 0.9, "epsilon": 0.2, "kick": "decaying", "first_round": "spread",
+                                            "explore": 1.0}
     assert check_strategy("pshe2", 1, 1, {"alpha": "0.3", "kick": "constant"}, asynchronous=True) == {
-        "alpha": 0.3, "epsilon": 0.2, "kick": "constant", "first_round": "spread"}
+        "alpha": 0.3, "epsilon": 0.2, "kick": "constant", "first_round": "spread",
+        "explore": 1.0}
     assert check_strategy("hazero", 2, 5) == {
         "sigma0": 0.15, "boundary": "redraw", "first_round": "centred", "elitism": "on", "evaluate_mean": "on"}
     assert check_strategy("hazero", 2, 5, {"sigma0": 1}) == {
@@ -205,9 +208,10 @@ def test_pshe2_velocities_are_per_particle() -> None:
 
 
 def test_pshe2_follows_equations_1_and_2_without_the_kick() -> None:
-    """With epsilon = 0 the next positions follow docs/algorithms.md (1)-(2) exactly."""
+    """With epsilon = 0 (and no exploration round) the next positions follow docs/algorithms.md
+    (1)-(2) exactly."""
     alpha = 0.5
-    strategy = PSHE2(2, np.full(2, 0.5), 3, seed=1, alpha=alpha, epsilon=0.0)
+    strategy = PSHE2(2, np.full(2, 0.5), 3, seed=1, alpha=alpha, epsilon=0.0, explore=0)
     x1 = strategy.ask()
     l1 = [quadratic(p) for p in x1]
     strategy.tell(l1)

@@ -70,7 +70,8 @@ class TestPSHE2Original(StrategyTestCase):
 def test_legacy_values_are_the_original_settings() -> None:
     assert ORIGINAL["hazero"] == {"sigma0": 0.1, "boundary": "fold", "first_round": "centred", "elitism": "off",
                                   "evaluate_mean": "off"}
-    assert ORIGINAL["pshe2"] == {"alpha": 0.5, "epsilon": 0.2, "kick": "constant", "first_round": "centred"}
+    assert ORIGINAL["pshe2"] == {"alpha": 0.5, "epsilon": 0.2, "kick": "constant", "first_round": "centred",
+                                 "explore": 0.0}
 
 
 @pytest.mark.parametrize("run", sorted(json.loads(FIXTURE.read_text())["runs"]))
@@ -103,6 +104,17 @@ def test_a_journal_that_lacks_an_option_resumes_with_the_defaults_of_its_day() -
     assert journal_defaults("pshe2", {"alpha": 0.3, "epsilon": 0.2}) == ORIGINAL["pshe2"]
     # A journal of today names every option: today's defaults.
     assert journal_defaults("hazero", check_strategy("hazero", 3, 5)) == {}
+    assert journal_defaults("pshe2", check_strategy("pshe2", 3, 5)) == {}
+
+
+def test_a_journal_of_the_first_option_generation_resumes_without_the_later_options() -> None:
+    """A journal written after issue 15's first options but before PSHE2's `explore` (added=2)
+    names alpha, epsilon, kick and first_round: those keep their (unchanged) defaults, explore
+    takes its legacy value -- not every option its original's."""
+    first = {k: v for k, v in check_strategy("pshe2", 3, 5).items() if k != "explore"}
+    assert journal_defaults("pshe2", first) == {**first, "explore": 0.0}
+    assert resumed_options("pshe2", 3, 5, first, {}) == resumed_options("pshe2", 3, 5, first, first) == {**first, "explore": 0.0}
+    assert [o.name for o in get_info("pshe2").options if o.added > 1] == ["explore"]
 
 
 def test_resumed_options_keep_the_behaviour_a_search_started_with() -> None:
@@ -240,8 +252,9 @@ def test_decaying_kick_is_epsilon_over_sqrt_t() -> None:
 
 
 def test_pshe2_tell_uses_the_decaying_kick() -> None:
-    """Equation (3) of docs/algorithms.md with epsilon / sqrt(t), replayed by hand, bit for bit."""
-    strategy = PSHE2(2, np.full(2, 0.5), 3, seed=6)
+    """Equation (3) of docs/algorithms.md with epsilon / sqrt(t), replayed by hand, bit for bit
+    (without the exploration round, which restarts the step count of the particles it moves)."""
+    strategy = PSHE2(2, np.full(2, 0.5), 3, seed=6, explore=0)
     run_rounds(strategy, 2)
     x, v = strategy._x.copy(), strategy._v.copy()
     rng = np.random.Generator(np.random.PCG64())
@@ -263,6 +276,43 @@ def test_spread_design_is_a_latin_hypercube_after_the_init_point() -> None:
         assert sorted(np.floor(column * 8).astype(int).tolist()) == list(range(8))
     np.testing.assert_array_equal(design, spread_design(init, 9, np.random.default_rng(3)))
     assert spread_design(init, 1, np.random.default_rng(0)).tolist() == [init.tolist()]
+
+
+def test_pshe2_explore_round_restarts_all_but_the_best_far_from_what_was_told() -> None:
+    """explore=1 (the default): after the first round every particle but the holder of the
+    population best restarts at a point farther from everything told than the swarm's step
+    would put it; the best moves as usual; from then on the swarm is PSHE2's."""
+    f = rotated_ellipsoid(3)
+    explored, plain = PSHE2(3, np.full(3, 0.5), 6, seed=4), PSHE2(3, np.full(3, 0.5), 6, seed=4, explore=0)
+    first = explored.ask()
+    np.testing.assert_array_equal(first, plain.ask())
+    losses = [f(x) for x in first]
+    explored.tell(losses)
+    plain.tell(losses)
+    second, stepped = explored.ask(), plain.ask()
+    best = int(np.argmin(losses))
+    np.testing.assert_array_equal(second[best], stepped[best])  # same draws up to the step
+
+    def gap(points: np.ndarray) -> float:
+        return float(np.sqrt(((points[:, None, :] - first[None, :, :]) ** 2).sum(-1)).min(axis=1).mean())
+
+    others = [i for i in range(6) if i != best]
+    assert gap(second[others]) > 2 * gap(stepped[others])
+    assert np.all(explored._v[others] == 0) and not np.isfinite(explored._p_loss[others]).any()
+    explored.tell([f(x) for x in second])
+    assert explored._seen == []  # no particle explores again: the history is dropped
+    # async: one particle at a time explores the same way, and only in its own first round
+    lone = PSHE2(3, np.full(3, 0.5), 6, seed=4)
+    for i in range(6):
+        lone.tell_particle(i, f(lone.ask_particle(i)))
+    assert all(lone._told_rounds == 1)
+
+
+def test_pshe2_explore_must_be_a_whole_number() -> None:
+    with pytest.raises(ValueError, match="explore"):
+        PSHE2(2, np.full(2, 0.5), 4, seed=0, explore=1.5)
+    with pytest.raises(ConfigError, match="explore"):
+        check_strategy("pshe2", 2, 4, {"explore": -1})
 
 
 def test_pshe2_spread_first_round_covers_the_box() -> None:

@@ -11,7 +11,7 @@ proposes exactly the same points (restore by replay, docs/algorithms.md).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,6 +28,13 @@ KICKS = ("decaying", "constant")
 #: The first round: the init point plus a space-filling spread (default), or the original's
 #: per-coordinate draws on either side of the init point.
 FIRST_ROUNDS = ("spread", "centred")
+#: `explore`: the default number of rounds after the first in which every particle but the
+#: holder of the population best restarts at an unexplored point (chosen on the benchmark's main
+#: cells, docs/algorithms.md); 0 is the behaviour before this option existed.
+DEFAULT_EXPLORE = 1
+#: Uniform candidates drawn per exploring particle; the one farthest from every point told so
+#: far and from the other particles' next points is taken.
+EXPLORE_CANDIDATES = 32
 
 
 def kick_size(epsilon: float, t: Union[int, float, np.ndarray], kick: str) -> Union[float, np.ndarray]:
@@ -147,6 +154,7 @@ class PSHE2(Strategy):
         epsilon: float = DEFAULT_EPSILON,
         kick: str = "decaying",
         first_round: str = "spread",
+        explore: float = DEFAULT_EXPLORE,
     ) -> None:
         super().__init__(dim, init_point, popsize, seed)
         alpha = float(alpha)
@@ -162,6 +170,10 @@ class PSHE2(Strategy):
             raise ValueError(f"kick must be one of {', '.join(KICKS)}, got {kick!r}")
         if first_round not in FIRST_ROUNDS:
             raise ValueError(f"first_round must be one of {', '.join(FIRST_ROUNDS)}, got {first_round!r}")
+        explore = float(explore)
+        if not (explore >= 0.0 and explore == int(explore)):
+            raise ValueError(f"explore must be a whole number of rounds >= 0, got {explore}")
+        self.explore = int(explore)
         self.alpha = alpha
         self.epsilon = epsilon
         self.kick = kick
@@ -178,6 +190,11 @@ class PSHE2(Strategy):
         self._p_loss = np.full(self.popsize, np.inf)
         self._g: Optional[np.ndarray] = None
         self._g_loss = np.inf
+        #: Told rounds per particle that count towards `explore` (the step's `_t` does too, but
+        #: an exploring particle starts its `_t` again).
+        self._told_rounds = np.zeros(self.popsize, dtype=np.int64)
+        #: Every point told so far, in order, while some particle may still explore.
+        self._seen: List[np.ndarray] = []
 
     def ask(self) -> np.ndarray:
         return self._x.copy()
@@ -196,10 +213,12 @@ class PSHE2(Strategy):
             self._x, values, self._p, self._p_loss, self._g, self._g_loss
         )
         self._t += 1
+        told = self._x
         self._x, self._v = pshe2_step(
             self._x, self._v, self._p, np.isfinite(self._p_loss), self._g, self._t,
             self.alpha, kick_size(self.epsilon, self._t, self.kick), self._rng,
         )
+        self._explore(range(self.popsize), told)
 
     # -- asynchronous mode -----------------------------------------------------------------
 
@@ -217,6 +236,7 @@ class PSHE2(Strategy):
         i = self._checked_index(index)
         values = [finite_or_none(loss)]
         row = slice(i, i + 1)
+        told = self._x.copy()
         p, p_loss, self._g, self._g_loss = update_bests(
             self._x[row], values, self._p[row], self._p_loss[row], self._g, self._g_loss
         )
@@ -227,3 +247,42 @@ class PSHE2(Strategy):
             self._t[row], self.alpha, kick_size(self.epsilon, self._t[row], self.kick), self._rng,
         )
         self._x[row], self._v[row] = x, v
+        self._explore([i], told)
+
+    # -- exploration rounds (`explore`) ----------------------------------------------------
+
+    def _explore(self, rows: Sequence[int], told: np.ndarray) -> None:
+        """Send the particles of `rows` that are still in their exploration rounds elsewhere.
+
+        For each particle i of `rows` (just told; `told[i]` is the point it was told about):
+        while it has been told `explore` rounds or fewer, it does not follow the swarm's step
+        but restarts at an unexplored point -- unless it holds the population best, which
+        keeps its step. The point is the one of `EXPLORE_CANDIDATES` uniform draws farthest from
+        every point told so far and from every particle's next point; the particle restarts
+        there with no velocity, no personal best and its step count at 0 (a full kick again).
+
+        Why: with the default alpha the swarm moves most of the way to the population best
+        after its first round, so a small budget searches around the best point of one spread
+        round; an early round of new, far-apart points gives the swarm more basins to choose
+        from (docs/algorithms.md, "What changed in issue 15, and why").
+        """
+        if self.explore <= 0:
+            return
+        for i in rows:
+            self._told_rounds[i] += 1
+        if int(self._told_rounds.min()) > self.explore:
+            self._seen = []  # no particle explores again: the history is not needed
+            return
+        self._seen.extend(told[i].copy() for i in rows)
+        for i in rows:
+            if self._told_rounds[i] > self.explore:
+                continue
+            if self._g is not None and self._p_loss[i] == self._g_loss and np.array_equal(self._p[i], self._g):
+                continue
+            candidates = self._rng.random((EXPLORE_CANDIDATES, self.dim))
+            others = np.vstack([np.array(self._seen), np.delete(self._x, i, axis=0)])
+            gaps = np.sqrt(((candidates[:, None, :] - others[None, :, :]) ** 2).sum(axis=-1)).min(axis=1)
+            self._x[i] = candidates[int(np.argmax(gaps))]
+            self._v[i] = 0.0
+            self._p_loss[i] = np.inf
+            self._t[i] = 0

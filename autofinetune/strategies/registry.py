@@ -53,6 +53,12 @@ class OptionSpec:
     previous release's default, or for an option that did not exist then, the behaviour it had
     without it. Resuming a journal of that release must behave as it did (`journal_defaults`,
     docs/algorithms.md, "Options added later"). None: the default has not changed.
+
+    `added` is the generation of strategy options the option came with: 1 for those of the
+    first release that journaled strategy options (issue 15), 2 for the next (PSHE2's `explore`),
+    and so on. A journal that names every option of generation k but lacks a later one resumes
+    with today's defaults for the former (their defaults have not changed since) and `legacy`
+    for the latter (`journal_defaults`).
     """
 
     name: str
@@ -64,6 +70,7 @@ class OptionSpec:
     high_inclusive: bool = True
     choices: Tuple[str, ...] = ()
     legacy: Optional[OptionValue] = None
+    added: int = 1
 
     @classmethod
     def categorical(cls, name: str, default: str, choices: Tuple[str, ...], help: str,
@@ -139,6 +146,9 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
             OptionSpec.categorical("first_round", "spread", ("spread", "centred"),
                                    "the init point plus a Latin hypercube over the box, or draws on either side of the init point as the original",
                                    legacy="centred"),
+            OptionSpec("explore", 1.0, 0.0, 1000.0,
+                       "rounds after the first in which every particle but the best restarts at an unexplored point (a whole number); 0 as the original",
+                       legacy=0.0, added=2),
         ),
     ),
     StrategyInfo(
@@ -249,13 +259,21 @@ def journal_defaults(name: str, journaled: Optional[Mapping[str, Any]]) -> Dict[
     search ran with the defaults of its day: each option's `legacy` value (its default when it
     has none). A journal that names every option gets today's defaults, i.e. nothing ({}).
 
-    Only one generation back is known; an option added in a later release would need its own
-    legacy per release (docs/algorithms.md, "Options added later").
+    A journal that names every option of the first generations but lacks one added later
+    (`OptionSpec.added`) was written by the release in between: the options it names keep
+    today's defaults (a default that changes must come with a new option or generation), the
+    later ones their `legacy` value (docs/algorithms.md, "Options added later").
     """
     specs = get_info(name).options
     if journaled is not None and all(spec.name in journaled for spec in specs):
         return {}
-    return {spec.name: spec.legacy if spec.legacy is not None else _default(spec) for spec in specs}
+    known = 0  # the newest generation whose options the journal all names
+    for generation in sorted({spec.added for spec in specs}):
+        if journaled is None or not all(spec.name in journaled for spec in specs if spec.added <= generation):
+            break
+        known = generation
+    return {spec.name: _default(spec) if spec.added <= known else (spec.legacy if spec.legacy is not None else _default(spec))
+            for spec in specs}
 
 
 def legacy_options(name: str) -> Dict[str, OptionValue]:
