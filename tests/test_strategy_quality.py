@@ -76,14 +76,19 @@ def test_legacy_values_are_the_original_settings() -> None:
 @pytest.mark.parametrize("run", sorted(json.loads(FIXTURE.read_text())["runs"]))
 def test_legacy_options_reproduce_the_candidates_recorded_before_the_change(run: str) -> None:
     """tests/fixtures/strategies_before_issue15.json holds what the code before issue 15 asked
-    (commit in the file): a journal that predates the new options must resume exactly so."""
+    (commit in the file): a journal that predates the new options must resume exactly so.
+
+    Compared to 1e-12, not bit for bit: the fixture was written with another numpy, and numpy
+    releases change the last bit of CMA-ES's linear algebra (numpy 2.4.6 moved two of these
+    runs by one ulp). Any change of behaviour moves the candidates by far more; a resume in one
+    environment replays bit for bit (tests/test_one_truth.py)."""
     asked = json.loads(FIXTURE.read_text())["runs"][run]
     name, dim, popsize, seed = run.split("-")
     d, p, s = int(dim[3:]), int(popsize[3:]), int(seed[4:])
     strategy = make_strategy(name, d, np.linspace(0.2, 0.8, d), p, s, ORIGINAL[name])
     for round_, expected in enumerate(asked):
         points = strategy.ask()
-        assert points.tolist() == expected, f"round {round_} differs"
+        np.testing.assert_allclose(points, np.array(expected), rtol=1e-12, atol=0, err_msg=f"round {round_} differs")
         strategy.tell([quadratic(x) if (round_ + i) % 7 != 3 else None for i, x in enumerate(points)])
 
 
