@@ -21,6 +21,7 @@ each way: in, JSON `{"op": "start", "id", "argv", "env", "cwd", "grace"}` with t
 descriptor attached (SCM_RIGHTS), or `{"op": "signal", "id", "sig"}`; out, `ready FENCE`,
 `started ID PID COOKIE JSON-CGROUP-PATH-OR-null`, `failed ID JSON-MESSAGE`, `exit ID STATUS` (STATUS negative for a signal).
 """
+import gc
 import json
 import os
 import selectors
@@ -467,9 +468,15 @@ class Launcher:
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.signal(signal.SIGCHLD, _ignore)
         signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the tuner's to handle
+        # A terminal's Ctrl-C is the tuner's to handle; SIGPIPE and SIGXFSZ must not kill the
+        # launcher (Python ignores them). Caught by a handler that does nothing rather than
+        # ignored: an exec resets a caught signal to its default and keeps an ignored one
+        # ignored, so a trial starts with all three at their defaults without a reset in between.
+        for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, _ignore)
+        gc.freeze()  # the clone3 child then writes fewer shared pages before its exec (docs/overhead.md)
         if os.getppid() != self.parent:
             self.tuner_gone = True  # the tuner died before PR_SET_PDEATHSIG was set
         selector = selectors.DefaultSelector()
@@ -500,8 +507,12 @@ class Launcher:
         self.tuner_gone = True
 
 
+def _ignore(signum, frame) -> None:
+    """A handler that does nothing: the signal still wakes the loop (set_wakeup_fd)."""
+
+
 #: Signals a trial starts with at their default action, as subprocess's restore_signals does
-#: (this launcher ignores SIGINT and SIGPIPE, and handles SIGTERM and SIGCHLD).
+#: (this launcher catches all five; see Launcher.run).
 RESETS = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ)
 SYS_CLONE3 = 435  # the same number on every architecture (the unified syscall table, Linux 5.3+)
 CLONE_INTO_CGROUP = 0x200000000
@@ -531,6 +542,27 @@ def _clone3_available() -> bool:
         return False
 
 
+class _Clone3:
+    """clone3 through ctypes, set up once: the library handle and the argument structure."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        class CloneArgs(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_uint64) for name in ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal",
+                                                              "stack", "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")]
+
+        self.libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held across the call
+        self.libc.syscall.restype = ctypes.c_long
+        self.args = CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD)
+        self.size = ctypes.sizeof(CloneArgs)
+        self.pointer = ctypes.byref(self.args)
+        self.get_errno = ctypes.get_errno
+
+
+_clone3 = None
+
+
 def _clone_into(path: str, argv, env, cwd, log_fd: int) -> int:
     """fork + exec with the child created inside the cgroup `path` (clone3, CLONE_INTO_CGROUP).
 
@@ -541,25 +573,20 @@ def _clone_into(path: str, argv, env, cwd, log_fd: int) -> int:
     Raises _CloneRefused when the kernel (before 5.7) or a seccomp filter refuses clone3,
     OSError when the trial itself cannot start.
     """
-    import ctypes
-
-    class CloneArgs(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_uint64) for name in ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
-                                                          "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")]
-
-    try:
-        libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held across the call
-        libc.syscall.restype = ctypes.c_long
-    except (OSError, AttributeError) as error:
-        raise _CloneRefused(str(error))
+    global _clone3
+    if _clone3 is None:
+        try:
+            _clone3 = _Clone3()
+        except (OSError, AttributeError, ImportError) as error:
+            raise _CloneRefused(str(error))
     group = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     reader, writer = os.pipe()  # both close-on-exec
     try:
-        args = CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=group)
-        pid = libc.syscall(SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
+        _clone3.args.cgroup = group
+        pid = _clone3.libc.syscall(SYS_CLONE3, _clone3.pointer, _clone3.size)
         if pid == 0:
             _exec_child(argv, env, cwd, log_fd, writer)  # never returns
-        error = ctypes.get_errno()
+        error = _clone3.get_errno()
     finally:
         os.close(group)
         os.close(writer)
@@ -587,7 +614,8 @@ def _exec_child(argv, env, cwd, log_fd: int, report: int) -> None:
     try:
         os.setpgid(0, 0)
         for sig in RESETS:
-            signal.signal(sig, signal.SIG_DFL)
+            if signal.getsignal(sig) == signal.SIG_IGN:  # caught ones are reset by the exec itself
+                signal.signal(sig, signal.SIG_DFL)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         if cwd:
