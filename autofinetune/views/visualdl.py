@@ -131,14 +131,15 @@ class _RecordFile:
     thread between one trial's end and the next one's start (docs/overhead.md). LogReader reads
     these files as any run (tests/test_views.py)."""
 
-    def __init__(self, folder: Path, builders: Any) -> None:
+    def __init__(self, folder: Path, builders: Any, create_now: bool = True) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.logdir = str(folder)
         self.file_name = os.path.join(self.logdir, _record_file_name())
         self._builders = builders
         self._pending: List[bytes] = [_frame(builders.meta_data(tag="meta_data_tag", display_name="", step=0,
                                                                 walltime=round(time.time() * 1000)))]
-        self.flush()  # the run exists at once, as with a LogWriter
+        if create_now:  # the run exists at once, as with a LogWriter (a trial's run: one write when complete)
+            self.flush()
 
     def add_scalar(self, tag: str, value: float, step: int, walltime: Optional[int] = None) -> None:
         walltime = round(time.time() * 1000) if walltime is None else walltime
@@ -206,9 +207,9 @@ class VisualDLView(SearchObserver):
         return [t for r, t in self._round_best.items() if r <= round_index]
 
     # -- writers ------------------------------------------------------------------------------
-    def _open(self, folder: Path) -> Any:
+    def _open(self, folder: Path, create_now: bool = True) -> Any:
         if self._builders is not None:
-            return _RecordFile(folder, self._builders)
+            return _RecordFile(folder, self._builders, create_now)
         folder.mkdir(parents=True, exist_ok=True)
         return self._writer_class(logdir=str(folder), file_name=_record_file_name())
 
@@ -289,7 +290,7 @@ class VisualDLView(SearchObserver):
         hparams["status"] = str(record.status)
         walltime = int(time.time() * 1000)
         score = [(HPARAM_METRIC, float(record.score), int(record.round))] if is_success(record) else []  # type: ignore[arg-type]
-        writer = self._open(self._trial_dir(record))
+        writer = self._open(self._trial_dir(record), create_now=False)
         try:
             writer.add_hparams(hparams, [HPARAM_METRIC], walltime=walltime)
             for tag, value, step in score:
