@@ -417,8 +417,9 @@ def create_log(path: Any) -> int:
     return fd
 
 
-def prepare_files(spec: TrialSpec) -> None:
-    """Before a trial starts: a fresh empty log, and nothing at its result path.
+def prepare_files(spec: TrialSpec) -> int:
+    """Before a trial starts: a fresh empty log, and nothing at its result path; returns the
+    log open for writing (the caller closes it), so the trial gets the very file made here.
 
     No earlier attempt's result can be read as this one's, and nothing an earlier attempt
     planted at either name (a FIFO, a symlink, a folder) survives to be opened by the tuner.
@@ -429,7 +430,7 @@ def prepare_files(spec: TrialSpec) -> None:
         clear_path(spec.stop_path)  # an earlier attempt's stop request is not this one's
     if spec.intermediate_path is not None:
         os.close(create_log(spec.intermediate_path))
-    os.close(create_log(spec.log_path))
+    return create_log(spec.log_path)
 
 
 def _say_lost(output: int, argv: List[str], error: Exception) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from autofinetune._launcher import _clone3_available
 from autofinetune.runner import Launcher, TrialProcess
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fence tested here needs Linux")
@@ -25,14 +26,23 @@ def _cgroups_writable() -> bool:
         probe.close()
 
 
-@pytest.fixture(autouse=True, params=["cgroup", "cookie"])
+@pytest.fixture(autouse=True, params=["cgroup", "cgroup-join", "cookie"])
 def fence(request, monkeypatch) -> str:
-    """Every test twice: with the cgroup fence (where the cgroup v2 hierarchy is writable, as for
-    root on this CI) and with the cookie fence that every other Linux system gets."""
+    """Every test three times: with the cgroup fence (where the cgroup v2 hierarchy is writable,
+    as for root on this CI), trials started by clone3 into their cgroup; the same fence where
+    clone3 is refused (a kernel before 5.7, a seccomp filter: AUTOFINETUNE_NO_CLONE3), the
+    launcher moving itself into the cgroup around each spawn; and the cookie fence that every
+    other Linux system gets."""
     if request.param == "cookie":
         monkeypatch.setenv("AUTOFINETUNE_NO_CGROUP", "1")
     else:
         monkeypatch.delenv("AUTOFINETUNE_NO_CGROUP", raising=False)
+        if request.param == "cgroup-join":
+            monkeypatch.setenv("AUTOFINETUNE_NO_CLONE3", "1")
+        else:
+            monkeypatch.delenv("AUTOFINETUNE_NO_CLONE3", raising=False)
+            if not _clone3_available():
+                pytest.skip("clone3 with CLONE_INTO_CGROUP is refused here (the cgroup-join run covers this fence)")
         if not _cgroups_writable():
             pytest.skip("the cgroup v2 hierarchy is not writable here")
     return request.param
@@ -92,7 +102,7 @@ def _gone(pid: int, marker: str, seconds: float = 5.0) -> bool:
 
 
 def test_the_launcher_names_its_fence(launcher: Launcher, fence: str):
-    assert launcher.fence == ("cgroup v2 (one per trial) + subreaper" if fence == "cgroup" else "subreaper + environment cookie")
+    assert launcher.fence == ("cgroup v2 (one per trial) + subreaper" if fence != "cookie" else "subreaper + environment cookie")
 
 
 def test_start_runs_the_trial_in_its_own_group_with_output_in_the_log(launcher: Launcher, tmp_path: Path):
@@ -105,6 +115,41 @@ def test_start_runs_the_trial_in_its_own_group_with_output_in_the_log(launcher: 
     assert _wait(trial) == 0
     text = (tmp_path / "log.info").read_text()
     assert "pgid True cookie 32" in text and "to stderr" in text
+
+
+def test_a_trial_starts_in_its_cgroup_with_default_signals_its_folder_and_the_launchers_path(
+        tmp_path: Path, fence: str, monkeypatch):
+    """What posix_spawn's attributes gave the trial, clone3's child gives too: its own group,
+    SIGINT at its default (the launcher ignores it; a Python started with SIGINT ignored keeps
+    ignoring it), the requested folder, a bare program name found on the launcher's PATH (not
+    the trial's, as posix_spawnp); and, with the cgroup fence, its own cgroup from its first
+    instruction on."""
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    (tmp_path / "work").mkdir()
+    code = textwrap.dedent("""
+        import os, signal
+        print("group", os.getpgid(0) == os.getpid())
+        print("int", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        print("cwd", os.getcwd())
+        print("cgroup", open("/proc/self/cgroup").read().split("0::", 1)[-1].strip())
+    """)
+    launcher = Launcher()
+    fd = _log(tmp_path)
+    try:
+        trial = TrialProcess.start(launcher, [Path(sys.executable).name, "-c", code], dict(os.environ, PATH="/nonexistent"),
+                                   str(tmp_path / "work"), fd, None, 0.5)
+        assert _wait(trial) == 0
+    finally:
+        os.close(fd)
+        launcher.close()
+    text = (tmp_path / "log.info").read_text()
+    assert "group True" in text and "int True" in text, text
+    assert f"cwd {tmp_path / 'work'}" in text, text
+    cgroup = text.split("cgroup ", 1)[1].splitlines()[0]
+    if fence == "cookie":
+        assert "autofinetune-" not in cgroup, text
+    else:
+        assert cgroup.split("/")[-1] == f"trial-{trial.ident}" and "autofinetune-" in cgroup, text
 
 
 def test_the_exit_status_and_the_killing_signal_are_reported_exactly(launcher: Launcher, tmp_path: Path):
@@ -261,7 +306,7 @@ def test_resume_stops_the_escaped_descendants_of_a_trial_whose_launcher_died_too
         old.process.wait(timeout=10)
         time.sleep(0.3)
         assert _alive_and_ours(escaped, str(tmp_path)), "the escaped descendant should outlive a dead launcher"
-        if fence == "cgroup":  # the trial's cgroup alone holds all of it
+        if fence != "cookie":  # the trial's cgroup alone holds all of it
             assert stop_stale_group(dataclasses.replace(identity, cookie=None), grace=0.5)
             assert _gone(trial.pid, str(tmp_path)) and _gone(escaped, str(tmp_path))
             assert not Path(trial.cgroup).exists() and not Path(trial.cgroup).parent.exists(), "the dead launcher's cgroups are removed"
@@ -282,7 +327,7 @@ def test_the_cgroup_fence_stops_a_descendant_with_no_cookie_while_other_trials_r
                                                                                    tmp_path: Path):
     """A child that clears its environment and leaves the session, and whose own parent is still
     alive when the trial ends, is out of reach of the cookie (docs/dask.md); its cgroup holds it."""
-    if fence != "cgroup":
+    if fence == "cookie":
         pytest.skip("the gap the cgroup fence closes: the cookie fence cannot find this descendant")
     other_dir = tmp_path / "other"
     other_dir.mkdir()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import secrets
 import shutil
@@ -228,7 +229,7 @@ class DaskBackend:
     def submit(self, spec: TrialSpec) -> None:
         if not self._launching:
             return  # never sent: the journal still has it queued, for --resume
-        prepare_files(spec)
+        os.close(prepare_files(spec))
         spec.log_path.write_bytes(b"")  # the worker must see this very file: the shared-filesystem check
         self._count += 1
         key = f"autofinetune-{self.run_id}-{spec.key}-{self._count}"

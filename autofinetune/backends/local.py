@@ -18,7 +18,7 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 from ..devices import Slot
 from ..runner import (FAILED, INTERRUPTED, Launcher, ProcessIdentity, TrialOutcome, TrialProcess, TrialSpec, build_env,
-                      judge_trial, open_regular, prepare_files, read_result, stop_stale_group)
+                      judge_trial, prepare_files, read_result, stop_stale_group)
 from .base import OnStart, wait_for_outcomes
 
 
@@ -107,24 +107,23 @@ class LocalBackend:
             self._launch(self._queue.popleft(), self._free.popleft())
 
     def _launch(self, spec: TrialSpec, slot: Slot) -> None:
-        prepare_files(spec)  # an OSError here is the output dir's (search.py says so), not the trial's
-        env = build_env(spec, slot.cuda_visible_devices)
+        # An OSError here is the output dir's (search.py says so), not the trial's. The log is
+        # the file made here, still open: nothing a running trial plants at its name in between
+        # can be handed to this one (docs/security.md).
+        log_fd = prepare_files(spec)
         try:
+            env = build_env(spec, slot.cuda_visible_devices)
             if self._launcher is None or self._launcher.lost:
                 self._launcher = Launcher()
-            # O_NOFOLLOW, O_NONBLOCK, regular files only: a trial may have swapped the fresh log
-            # for a FIFO or a symlink in between (docs/security.md)
-            log_fd = open_regular(spec.log_path, os.O_WRONLY)
-            try:
-                # Not waiting for the launcher's answer: the search goes on with its bookkeeping
-                # while the launcher spawns (docs/overhead.md); the answer comes with the exits.
-                trial = TrialProcess.begin(self._launcher, spec.argv, env, spec.cwd, log_fd, spec.timeout, self.kill_grace,
-                                           spec.stop_path, spec.prune_grace)
-            finally:
-                os.close(log_fd)
+            # Not waiting for the launcher's answer: the search goes on with its bookkeeping
+            # while the launcher spawns (docs/overhead.md); the answer comes with the exits.
+            trial = TrialProcess.begin(self._launcher, spec.argv, env, spec.cwd, log_fd, spec.timeout, self.kill_grace,
+                                       spec.stop_path, spec.prune_grace)
         except OSError as error:
             self._not_started(spec, slot, str(error))
             return
+        finally:
+            os.close(log_fd)
         self._running[trial.ident] = _Running(spec, slot, trial)
 
     def _not_started(self, spec: TrialSpec, slot: Slot, why: str) -> None:
@@ -169,21 +168,26 @@ class LocalBackend:
             exits += [(ident, -signal.SIGKILL) for ident in self._running if ident not in {i for i, _ in exits}]
             self._launcher = None
             launcher.close()
-        outcomes = [outcome for outcome in (self._finish(ident, code) for ident, code in exits) if outcome is not None]
-        outcomes, self._unstarted = self._unstarted + outcomes, []
-        if outcomes:
-            # A freed slot takes the next queued trial now, before the search does its
-            # bookkeeping of the one that ended (journal, views): the slot is not idle meanwhile.
+        ended = [end for end in (self._end(ident, code) for ident, code in exits) if end is not None]
+        unstarted, self._unstarted = self._unstarted, []
+        if ended or unstarted:
+            # A freed slot takes the next queued trial now, before the ended trial is judged
+            # (its result file read) and before the search does its bookkeeping (journal,
+            # views): the slot is not idle meanwhile (docs/overhead.md).
             self._fill()
-        return outcomes
+        return unstarted + [self._judge(*end) for end in ended]
 
-    def _finish(self, ident: int, status: int) -> Optional[TrialOutcome]:
+    def _end(self, ident: int, status: int) -> Optional[Tuple[_Running, Optional[int], float]]:
+        """A trial's process ended: its slot is free again; (the trial, its exit code, when)."""
         running = self._running.pop(ident, None)
         if running is None:
             return None
         finished = time.monotonic()
         exit_code = running.trial.finish(status)
         self._free.append(running.slot)
+        return running, exit_code, finished
+
+    def _judge(self, running: _Running, exit_code: Optional[int], finished: float) -> TrialOutcome:
         spec = running.spec
         status, score, message = judge_trial(spec, exit_code, running.trial.stop_reason,
                                              lambda: read_result(spec.result_path, spec.token))

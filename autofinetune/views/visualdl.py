@@ -30,10 +30,9 @@ can be sorted by it.
 
 Everything is written from the tuner's process only (VisualDL crashes when two processes create
 the same new log folder at once), folders are created before any trial could need them, and
-each write is flushed at once so `visualdl --logdir` shows the search live. A finished trial's
-own run is written as one small record file in one write (`_write_run`), with VisualDL's own
-record builders and framing: a `LogWriter` there cost a writer thread per trial, about 4 ms of
-the search's thread between one trial's end and the next one's start (docs/overhead.md). `visualdl` is
+each write is flushed at once so `visualdl --logdir` shows the search live. Every run is written
+by `_RecordFile`, with VisualDL's own record builders and framing but without LogWriter's
+writer thread (docs/overhead.md); a VisualDL without those builders gets LogWriters. `visualdl` is
 imported on the search's start, not at `import autofinetune`; note that `import visualdl`
 itself creates `~/.visualdl/` (its config folder) in the user's home.
 """
@@ -43,6 +42,7 @@ import importlib
 import logging
 import math
 import os
+import struct
 import sys
 import time
 from pathlib import Path
@@ -104,40 +104,62 @@ def _record_file_name() -> str:
     return f"vdlrecords.{time.time_ns()}.log"
 
 
-def _write_run(folder: Path, hparams: Dict[str, Any], metrics: List[str], scalars: List["tuple[str, float, int]"],
-               walltime: int) -> bool:
-    """One VisualDL run (its meta record, an hparams record and `scalars`) as one record file,
-    written at once: what a LogWriter writes, without its writer thread. Built with VisualDL's
-    own record builders and framing, so LogReader reads it as any run (tests/test_views.py);
-    False when this VisualDL lacks them (the caller then uses a LogWriter)."""
+def _record_builders() -> Any:
+    """VisualDL's record builders, or None when this VisualDL lacks them (then LogWriters are used)."""
     try:
-        from visualdl.component.base_component import hparam, meta_data, scalar
+        from visualdl.component import base_component
+        from visualdl.utils import md5_util
+
+        for builder in (base_component.hparam, base_component.meta_data, base_component.scalar, md5_util.md5):
+            assert callable(builder)
+        return base_component
+    except (ImportError, AttributeError, AssertionError):
+        return None
+
+
+def _frame(record: Any) -> bytes:
+    """VisualDL's record framing (its RecordWriter.write): the length, little-endian, then the bytes."""
+    data = record.SerializeToString()
+    return struct.pack("<Q", len(data)) + data
+
+
+class _RecordFile:
+    """A VisualDL run written as LogWriter writes it (a meta record, then its records), without
+    LogWriter's writer thread and open file: records wait in memory until `flush` appends them
+    in one write. Why: a search of 500 candidates held 500 LogWriters (500 threads, 500 open
+    files, ~3 ms each to start), and a LogWriter per finished trial cost ~4 ms of the search's
+    thread between one trial's end and the next one's start (docs/overhead.md). LogReader reads
+    these files as any run (tests/test_views.py)."""
+
+    def __init__(self, folder: Path, builders: Any, create_now: bool = True) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.logdir = str(folder)
+        self.file_name = os.path.join(self.logdir, _record_file_name())
+        self._builders = builders
+        self._pending: List[bytes] = [_frame(builders.meta_data(tag="meta_data_tag", display_name="", step=0,
+                                                                walltime=round(time.time() * 1000)))]
+        if create_now:  # the run exists at once, as with a LogWriter (a trial's run: one write when complete)
+            self.flush()
+
+    def add_scalar(self, tag: str, value: float, step: int, walltime: Optional[int] = None) -> None:
+        walltime = round(time.time() * 1000) if walltime is None else walltime
+        self._pending.append(_frame(self._builders.scalar(tag=tag, value=value, step=step, walltime=walltime)))
+
+    def add_hparams(self, hparams: Dict[str, Any], metrics: List[str], walltime: Optional[int] = None) -> None:
         from visualdl.utils.md5_util import md5
-        from visualdl.writer.record_writer import RecordWriter
-    except ImportError:
-        return False
-    folder.mkdir(parents=True, exist_ok=True)
-    name = os.path.join(str(folder), _record_file_name())
-    records = [meta_data(tag="meta_data_tag", display_name="", step=0, walltime=walltime),
-               hparam(name=md5(name), hparam_dict=hparams, metric_list=metrics, walltime=walltime)]
-    records += [scalar(tag=tag, value=value, step=step, walltime=walltime) for tag, value, step in scalars]
-    buffer = _Buffer()
-    framing = RecordWriter(buffer)
-    for record in records:
-        framing.write(record.SerializeToString())
-    with open(name, "wb") as handle:
-        handle.write(b"".join(buffer.parts))
-    return True
 
+        walltime = round(time.time() * 1000) if walltime is None else walltime
+        self._pending.append(_frame(self._builders.hparam(name=md5(self.file_name), hparam_dict=hparams,
+                                                          metric_list=metrics, walltime=walltime)))
 
-class _Buffer:
-    """What RecordWriter writes to, gathered for one write of the whole file."""
+    def flush(self) -> None:
+        if self._pending:
+            data, self._pending = b"".join(self._pending), []
+            with open(self.file_name, "ab") as handle:
+                handle.write(data)
 
-    def __init__(self) -> None:
-        self.parts: List[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.parts.append(data)
+    def close(self) -> None:
+        self.flush()
 
 
 def scalar_value(param: "Param", value: Any) -> Optional[float]:
@@ -170,6 +192,7 @@ class VisualDLView(SearchObserver):
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.logdir = self.output_dir / VISUALIZATION if self.output_dir is not None else None
         self._writer_class: Any = None
+        self._builders: Any = None
         self._main: Any = None
         self._pops: Dict[int, Any] = {}
         # Each round's best, kept as trials finish: "best so far as of round r" is then the best
@@ -184,7 +207,9 @@ class VisualDLView(SearchObserver):
         return [t for r, t in self._round_best.items() if r <= round_index]
 
     # -- writers ------------------------------------------------------------------------------
-    def _open(self, folder: Path) -> Any:
+    def _open(self, folder: Path, create_now: bool = True) -> Any:
+        if self._builders is not None:
+            return _RecordFile(folder, self._builders, create_now)
         folder.mkdir(parents=True, exist_ok=True)
         return self._writer_class(logdir=str(folder), file_name=_record_file_name())
 
@@ -199,6 +224,7 @@ class VisualDLView(SearchObserver):
         self.logdir = self.output_dir / VISUALIZATION
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._writer_class = _import_log_writer(self.logdir / VISUALDL_HOME)
+        self._builders = _record_builders()
         # A resumed search starts with trials and complete rounds: their round logs are written
         # again, because VisualDL shows only the newest file of each folder (the one opened now).
         self._main = self._open(self.logdir)
@@ -264,14 +290,13 @@ class VisualDLView(SearchObserver):
         hparams["status"] = str(record.status)
         walltime = int(time.time() * 1000)
         score = [(HPARAM_METRIC, float(record.score), int(record.round))] if is_success(record) else []  # type: ignore[arg-type]
-        if not _write_run(self._trial_dir(record), hparams, [HPARAM_METRIC], score, walltime):
-            writer = self._open(self._trial_dir(record))  # a VisualDL without the pieces _write_run uses
-            try:
-                writer.add_hparams(hparams, [HPARAM_METRIC], walltime=walltime)
-                for tag, value, step in score:
-                    writer.add_scalar(tag=tag, value=value, step=step, walltime=walltime)
-            finally:
-                writer.close()
+        writer = self._open(self._trial_dir(record), create_now=False)
+        try:
+            writer.add_hparams(hparams, [HPARAM_METRIC], walltime=walltime)
+            for tag, value, step in score:
+                writer.add_scalar(tag=tag, value=value, step=step, walltime=walltime)
+        finally:
+            writer.close()
 
     def _write_round(self, view: "SearchSnapshot", round_index: int, trials: Sequence["TrialRecord"],
                      so_far: Sequence["TrialRecord"]) -> None:
