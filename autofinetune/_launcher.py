@@ -28,7 +28,9 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
+from typing import Optional
 
 COOKIE_ENV = "AUTOFINETUNE_TRIAL_COOKIE"
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
@@ -97,21 +99,38 @@ class Cgroups:
     """One cgroup v2 per trial, under one folder of this launcher's, where the hierarchy lets us.
 
     A trial is started *inside* its cgroup, so not even a child the trial forks at once is
-    missed (moving the trial after the spawn would race with that fork): with clone3's
-    CLONE_INTO_CGROUP (Linux 5.7+) where the kernel and any seccomp filter allow it; otherwise
-    the launcher (single-threaded) moves itself there, posix_spawns, and moves itself back. The
-    first is what makes a start cheap: a write to `cgroup.procs` waits for an RCU grace period
-    (measured here: ~10 ms median per start, against ~0.3 ms for the spawn itself;
-    docs/overhead.md). No controller is enabled, so the cgroups cost nothing but a folder.
-    Anything failing at the probe (no cgroup2 mount, no write permission, a systemd slice that
-    is not delegated) leaves the fence to the cookie.
+    missed (moving the trial after the spawn would race with that fork). Moving a process
+    (a write to `cgroup.procs`) waits for an RCU grace period, ~10 ms here against ~0.1 ms for
+    a posix_spawn (docs/overhead.md), so no move is ever on a start's path:
+
+    * the launcher *parks* in a fresh, empty cgroup ahead of time, a thread of its own making
+      the move while the loop goes on; a start then posix_spawns the trial right there (the
+      trial is born in that cgroup, which becomes its own), and the thread moves the launcher
+      on into the next fresh one;
+    * a start that comes while the launcher is still moving (a burst of starts) uses clone3's
+      CLONE_INTO_CGROUP (Linux 5.7+) to create the trial directly in a new cgroup, or, where
+      the kernel or a seccomp filter refuses clone3, waits for the move.
+
+    Until the thread has moved it out, the launcher shares the newest trial's cgroup: it is
+    left out of `members`, and a kill of that cgroup waits for the move. No controller is
+    enabled, so the cgroups cost nothing but a folder. Anything failing at the probe (no cgroup2
+    mount, no write permission, a systemd slice that is not delegated) leaves the fence to the
+    cookie.
     """
 
     def __init__(self) -> None:
-        self.home = ""  # the cgroup this launcher lives in (and returns to after each spawn)
+        self.home = ""  # the cgroup this launcher was started in (and returns to at the end)
         self.root = ""  # our folder of trial cgroups; "" when cgroups are not used
         self.can_kill = False
         self.clone_into = _clone3_available()  # False once the kernel has refused it
+        self._made = 0
+        self._cond = threading.Condition()
+        self._parked: Optional[str] = None  # an empty cgroup this launcher is in, ready for a start
+        self._inside: Optional[str] = None  # a trial's cgroup this launcher is still in (moving out)
+        self._park_wanted = False
+        self._park_failed = False
+        self._closing = False
+        self._mover: Optional[threading.Thread] = None
         if os.environ.get("AUTOFINETUNE_NO_CGROUP"):
             return  # the cookie fence alone (tests, or a system where cgroups must not be touched)
         try:
@@ -122,30 +141,31 @@ class Cgroups:
             return
         self.home, self.root = home, root
         try:
-            probe = self.make("probe")
+            probe = self.make()
         except OSError:
             self.close()
             return
         try:
             self._join(probe)
         except OSError:
-            self._join_home_quietly()
             self.remove(probe)
             self.close()
             return
-        try:
-            self._join(self.home)
-        except OSError:  # in, but not back out: stay put, without the fence
-            self.root = ""
-            return
-        self.remove(probe)
+        # In the probe: it is the first parked cgroup (no move back, no wait)
+        self._parked = probe
         self.can_kill = os.path.exists(os.path.join(root, "cgroup.kill"))
+        self._mover = threading.Thread(target=self._move_on, name="autofinetune-cgroup-mover", daemon=True)
+        self._mover.start()
 
     @property
     def active(self) -> bool:
         return bool(self.root)
 
-    def make(self, name: str) -> str:
+    def make(self) -> str:
+        """A new, empty trial cgroup (named by this launcher's count: the tuner learns the path)."""
+        with self._cond:
+            self._made += 1
+            name = f"trial-{self._made}"
         path = os.path.join(self.root, name)
         os.mkdir(path)
         return path
@@ -157,35 +177,77 @@ class Cgroups:
         finally:
             os.close(fd)
 
-    def _join_home_quietly(self) -> None:
-        try:
-            self._join(self.home)
-        except OSError:
-            pass
-
-    def spawn_into(self, path: str, argv, env, cwd, log_fd: int) -> int:
-        """Start the trial inside `path`: by clone3 into it, else by moving this process there around a posix_spawn."""
-        if self.clone_into:
+    def _move_on(self) -> None:
+        """The mover thread: on request, make a fresh cgroup and move this process into it."""
+        while True:
+            with self._cond:
+                while not self._park_wanted and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    return
+                self._park_wanted = False
             try:
-                return _clone_into(path, argv, env, cwd, log_fd)
-            except _CloneRefused:
-                self.clone_into = False  # an older kernel or a seccomp filter: the slower way from now on
-        self._join(path)
+                path = self.make()
+                self._join(path)
+            except OSError:
+                with self._cond:
+                    self._park_failed = True  # starts use clone3 (or none: see spawn)
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._inside = None  # out of the last trial's cgroup
+                self._parked = path
+                self._cond.notify_all()
+
+    def spawn(self, argv, env, cwd, log_fd: int) -> "tuple[int, str]":
+        """Start a trial in a cgroup of its own; (its pid, that cgroup)."""
+        with self._cond:
+            if self._parked is None and not self.clone_into and not self._park_failed:
+                while self._parked is None and not self._park_failed:
+                    self._cond.wait()  # no clone3 here: wait for the move (a burst of starts)
+            parked, self._parked = self._parked, None
+            if parked is not None:
+                self._inside = parked
+        if parked is not None:
+            try:
+                pid = _spawn(argv, env, cwd, log_fd)
+            except OSError:
+                with self._cond:  # nothing started: still an empty cgroup, still parked
+                    self._inside, self._parked = None, parked
+                raise
+            with self._cond:
+                self._park_wanted = True
+                self._cond.notify_all()
+            return pid, parked
+        if not self.clone_into:
+            raise OSError("the trial's cgroup could not be joined")
+        path = self.make()
         try:
-            return _spawn(argv, env, cwd, log_fd)
-        finally:
-            self._join_home_quietly()
+            return _clone_into(path, argv, env, cwd, log_fd), path
+        except _CloneRefused:
+            self.remove(path)
+            with self._cond:
+                self.clone_into = False  # an older kernel or a seccomp filter: parking alone from now on
+            return self.spawn(argv, env, cwd, log_fd)
 
     def members(self, path: str) -> list:
+        """The processes in `path`, this launcher left out (it may still be moving out of it)."""
+        me = os.getpid()
         try:
             with open(os.path.join(path, "cgroup.procs")) as handle:
-                return [int(pid) for pid in handle.read().split()]
+                return [pid for pid in (int(word) for word in handle.read().split()) if pid != me]
         except (OSError, ValueError):
             return []
 
+    def _wait_until_out_of(self, path: str) -> None:
+        with self._cond:
+            while self._inside == path and not self._park_failed and not self._closing:
+                self._cond.wait(0.5)
+
     def kill(self, path: str) -> None:
         """SIGKILL everything in `path`, at once where the kernel has cgroup.kill (5.14+)."""
-        if self.can_kill:
+        self._wait_until_out_of(path)  # cgroup.kill would kill this launcher too
+        if self.can_kill and self._inside != path:
             try:
                 fd = os.open(os.path.join(path, "cgroup.kill"), os.O_WRONLY)
                 try:
@@ -202,7 +264,7 @@ class Cgroups:
                 pass
 
     def remove(self, path: str) -> bool:
-        """Remove an empty trial cgroup; False while processes (or zombies) remain in it."""
+        """Remove an empty trial cgroup; False while processes (or zombies, or this launcher) remain in it."""
         try:
             os.rmdir(path)
             return True
@@ -212,8 +274,22 @@ class Cgroups:
             return False
 
     def close(self, reap=lambda: None) -> None:
-        """Kill what is left in every trial cgroup and remove them all (`reap`: the launcher's,
-        since a killed child stays in its cgroup as a zombie until it is reaped)."""
+        """Back to the home cgroup; kill what is left in every trial cgroup and remove them all
+        (`reap`: the launcher's, since a killed child stays in its cgroup as a zombie until it
+        is reaped)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._mover is not None:
+            self._mover.join()
+            self._mover = None
+        if self.home:
+            try:
+                self._join(self.home)
+            except OSError:
+                pass
+        with self._cond:
+            self._inside = self._parked = None
         if self.root:
             for name in os.listdir(self.root) if os.path.isdir(self.root) else []:
                 path = os.path.join(self.root, name)
@@ -367,8 +443,7 @@ class Launcher:
                 os.stat(cwd)  # a missing cwd is a start failure, as with subprocess
             cgroup = None
             if self.cgroups.active:
-                cgroup = self.cgroups.make(f"trial-{ident}")
-                pid = self.cgroups.spawn_into(cgroup, argv, env, cwd, fd)
+                pid, cgroup = self.cgroups.spawn(argv, env, cwd, fd)
             else:
                 pid = _spawn(argv, env, cwd, fd)
         except OSError as error:

@@ -236,8 +236,16 @@ def _stop_cgroup(path: str, grace: float) -> bool:
             break
         except OSError:
             time.sleep(0.02)
+    # The dead launcher's folder, once no other trial of it is left: first its empty cgroups (the
+    # one it had parked in for its next start, those of trials already gone); rmdir removes
+    # only an empty cgroup, so a running trial's stays.
+    for sibling in folder.parent.glob("trial-*"):
+        try:
+            sibling.rmdir()
+        except OSError:
+            pass
     try:
-        folder.parent.rmdir()  # the dead launcher's folder, if no other trial of it is left
+        folder.parent.rmdir()
     except OSError:
         pass
     return bool(members)
