@@ -641,9 +641,11 @@ _clone3 = None
 def _clone_into(path: str, argv, env, cwd, log_fd: int) -> int:
     """fork + exec with the child created inside the cgroup `path` (clone3, CLONE_INTO_CGROUP).
 
-    The child runs a few lines of Python between the clone and the exec, as after os.fork():
-    this process is single-threaded, and the child only sets its group, signals, descriptors
-    and folder, then execs or `_exit`s -- it never returns into the launcher's loop. The
+    The child runs a few lines of Python between the clone and the exec, as after os.fork().
+    Its only other thread (the cgroup mover) holds no lock the child needs: the clone runs with
+    the GIL held (PyDLL), so the mover is waiting for the GIL or inside a plain syscall; and the
+    child only sets its group, signals, descriptors and folder, then execs or `_exit`s -- it
+    never returns into the launcher's loop. The
     exec's outcome comes back on a close-on-exec pipe: empty means the trial is running.
     Raises _CloneRefused when the kernel (before 5.7) or a seccomp filter refuses clone3,
     OSError when the trial itself cannot start.
@@ -729,7 +731,7 @@ def _spawn(argv, env, cwd, log_fd: int) -> int:
         return os.posix_spawnp(argv[0], argv, env, file_actions=actions, setpgroup=0, setsigdef=resets)
     here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.chdir(cwd)  # single-threaded: only this loop runs, so a chdir around the spawn is safe
+        os.chdir(cwd)  # only this loop uses relative paths (the cgroup mover's are absolute): a chdir around the spawn is safe
         return os.posix_spawnp(argv[0], argv, env, file_actions=actions, setpgroup=0, setsigdef=resets)
     finally:
         os.fchdir(here)

@@ -98,11 +98,12 @@ of VisualDL writer per finished trial, and the launcher ~3 ms of CPU scanning /p
   only a machine crash could lose them, and then the trial died with it); the other durable
   lines are synced by the journal's own thread, never waited for, and `close()` syncs the rest
   (fdatasync: the data and the size, not the modification time);
-- a trial is created inside its cgroup by `clone3(CLONE_INTO_CGROUP)`: the launcher used to
-  move itself into the trial's cgroup and back around `posix_spawn`, and a write to
-  `cgroup.procs` waits for an RCU grace period, which a trace of the launcher measured at
-  ~10 ms median per start (a sixth of a no-op trial's life on 2 cores), against ~0.3 ms for
-  the spawn; where `clone3` is refused the old way remains (docs/dask.md, "Process fence");
+- no move between cgroups is on a start's path: a write to `cgroup.procs` waits for an RCU
+  grace period, which a trace of the launcher measured at ~10 ms median per start (a sixth of a
+  no-op trial's life on 2 cores), against ~0.3 ms for the spawn. The launcher parks in the next
+  trial's cgroup ahead of time (a thread makes the move) and posix_spawns the trial there; a
+  start that comes before the move is done uses `clone3(CLONE_INTO_CGROUP)` (~1 ms: a fork of
+  the launcher) (docs/dask.md, "Process fence");
 - VisualDL runs are written synchronously by the view (`views/visualdl._RecordFile`), with no
   LogWriter: a LogWriter starts a thread and holds a file open, so a 500-candidate search held
   500 of each (~1 s of the search's start), and one per finished trial cost the search's
