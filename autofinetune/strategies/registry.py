@@ -195,6 +195,9 @@ def _problem_with(info: Any) -> str:
     return ""
 
 
+_BUILTINS_BY_NAME: Dict[str, StrategyInfo] = {info.name: info for info in BUILTINS}
+
+
 def _entry_points() -> List[Any]:
     from importlib import metadata
 
@@ -233,7 +236,14 @@ def available() -> Dict[str, StrategyInfo]:
 
 
 def get_info(name: str) -> StrategyInfo:
-    """The StrategyInfo of `--tuning_strategy=name`; ConfigError listing the valid names."""
+    """The StrategyInfo of `--tuning_strategy=name`; ConfigError listing the valid names.
+
+    A built-in is returned without looking for plugins: built-ins win over a plugin of the same
+    name anyway (`_discover`), and the scan of every installed package's entry points costs a
+    search ~35 ms of its start-up (docs/overhead.md)."""
+    builtin = _BUILTINS_BY_NAME.get(name)
+    if builtin is not None:
+        return builtin
     infos = available()
     if name not in infos:
         valid = ", ".join(sorted(infos))
