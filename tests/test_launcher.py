@@ -190,6 +190,61 @@ def test_kill_now_kills_at_once(launcher: Launcher, tmp_path: Path):
     assert time.monotonic() - began < 5 and trial.stop_reason == "interrupted"
 
 
+def _cgroup_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cgroup").read_text().split("0::", 1)[-1].strip()
+    except OSError:
+        return ""
+
+
+def test_a_burst_of_starts_gives_each_trial_its_own_cgroup_and_the_launcher_none(launcher: Launcher, tmp_path: Path,
+                                                                                 fence: str):
+    """Five starts back to back: the first takes the cgroup the launcher parked in, the others
+    come before its move is done (clone3 into a new cgroup, or a wait for the move). Each trial
+    is alone in its own cgroup, the launcher is never counted as a trial's process, and once
+    the moves are done it sits in none of them."""
+    if fence == "cookie":
+        pytest.skip("cgroups only")
+    trials = []
+    for n in range(5):
+        folder = tmp_path / f"t{n}"
+        folder.mkdir()
+        trials.append(_start(launcher, folder, "import time; print('up', flush=True); time.sleep(60)"))
+    try:
+        deadline = time.monotonic() + 10
+        while any("up" not in (tmp_path / f"t{n}" / "log.info").read_text() for n in range(5)):
+            assert time.monotonic() < deadline, "the trials did not all start"
+            time.sleep(0.02)
+        groups = [_cgroup_of(trial.pid) for trial in trials]
+        assert len(set(groups)) == 5 and all(g.endswith(Path(t.cgroup).name) for g, t in zip(groups, trials)), groups
+        for trial in trials:
+            members = [int(pid) for pid in (Path(trial.cgroup) / "cgroup.procs").read_text().split()]
+            assert trial.pid in members and len(set(members) - {launcher.process.pid}) == 1, members
+        time.sleep(0.5)  # the mover's last move (a grace period, ~10 ms) is long done
+        assert _cgroup_of(launcher.process.pid) not in groups
+    finally:
+        for trial in trials:
+            trial.kill_now()
+        ended: dict = {}
+        deadline = time.monotonic() + 30
+        while len(ended) < len(trials) and time.monotonic() < deadline:
+            ended.update(launcher.exits(0.5))
+        assert ended == {trial.ident: -signal.SIGKILL for trial in trials}
+    assert _wait(_start(launcher, tmp_path, "pass")) == 0  # the launcher lives on
+
+
+def test_a_trial_killed_at_once_after_its_start_leaves_the_launcher_alive(launcher: Launcher, tmp_path: Path):
+    """A kill right after a start may come while the launcher still shares the trial's cgroup
+    (it moves out ~10 ms later): cgroup.kill then waits for the move, and the launcher lives."""
+    for _ in range(5):
+        trial = _start(launcher, tmp_path, "import time; time.sleep(60)")
+        trial.kill_now()
+        assert _wait(trial) == -signal.SIGKILL
+        assert launcher.process.poll() is None, "the launcher was killed with the trial"
+    assert _wait(_start(launcher, tmp_path, "print('still here')")) == 0
+    assert "still here" in (tmp_path / "log.info").read_text()
+
+
 ESCAPER = """
     import os, subprocess, sys, time
     tmp = sys.argv[1]
