@@ -276,6 +276,7 @@ class Search:
         self._specs: Dict[str, Tuple[TrialRecord, TrialSpec]] = {}
         self._evaluator_args: Dict[str, List[Tuple[str, str]]] = {}
         self._hinted = False  # the missing-option hint is said once per search
+        self._stopping = False  # set once the running trials are being stopped (end, Ctrl-C, an output error)
         self._failure_tails: Dict[Tuple[int, int], str] = {}  # the last log line of each failed trial
         # Intermediate results: a reader per queued or running attempt (by spec key), the
         # curves of every trial's latest attempt, and the worst final score so far (what a
@@ -513,6 +514,7 @@ class Search:
         Stopped trials are journaled as interrupted so --resume runs them again; one that ended
         on its own meanwhile is kept as finished. A write that fails here is said, not hidden.
         """
+        self._stopping = True
         try:
             outcomes = self.backend.shutdown(grace=min(self.config.kill_grace, 3.0))
         except KeyboardInterrupt:
@@ -606,10 +608,18 @@ class Search:
         record, _ = self._specs[spec.key]
         record.status = Status.RUNNING
         record.slot, record.gpu = slot.label, slot.gpu
-        self.journal.append(StartedEvent(round=record.round, index=record.index, attempt=record.attempt, pid=identity.pid,
-                                         start_ticks=identity.start_ticks, slot=slot.label, worker=identity.worker,
-                                         host=identity.host, boot_id=identity.boot_id, cookie=identity.cookie,
-                                         cgroup=identity.cgroup), durable=False)
+        try:
+            self.journal.append(StartedEvent(round=record.round, index=record.index, attempt=record.attempt, pid=identity.pid,
+                                             start_ticks=identity.start_ticks, slot=slot.label, worker=identity.worker,
+                                             host=identity.host, boot_id=identity.boot_id, cookie=identity.cookie,
+                                             cgroup=identity.cgroup), durable=False)
+        except OSError as error:
+            # A start answered while the search stops for an output error (a full disk): the
+            # trial is being stopped with the rest, and the error is already being said.
+            if not self._stopping:
+                raise
+            log.warning("could not journal the start of round %d trial %d while stopping (%s)", record.round, record.index,
+                        error.strerror or error)
 
     def _maybe_retry(self, record: TrialRecord, outcome: TrialOutcome) -> bool:
         if (outcome.status not in (Status.FAILED, Status.TIMEOUT) or record.attempt >= self.config.max_retries
