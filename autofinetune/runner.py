@@ -256,11 +256,12 @@ def _stop_group(identity: ProcessIdentity, grace: float) -> bool:
     leader_ticks = process_start_ticks(pid)
     if leader_ticks is not None and identity.start_ticks is not None and leader_ticks != identity.start_ticks:
         return False  # the pid now belongs to someone else
-    _stop_old_launcher(pid)
+    # The old launcher, told to stop, may kill the group before the check below: it was found all the same.
+    told_launcher = _stop_old_launcher(pid)
     try:
         os.killpg(pid, 0)
     except (ProcessLookupError, PermissionError):
-        return False
+        return told_launcher
     try:
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -302,9 +303,10 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _stop_old_launcher(trial_pid: int) -> None:
+def _stop_old_launcher(trial_pid: int) -> bool:
     """SIGTERM the killed run's launcher if it still parents the trial: it then kills every
-    descendant it attributes to its trials (see _launcher.py), which the trial's group alone misses."""
+    descendant it attributes to its trials (see _launcher.py), which the trial's group alone
+    misses. True when it was found and told."""
     try:
         with open(f"/proc/{trial_pid}/stat", "rb") as handle:
             text = handle.read().decode(errors="replace")
@@ -313,8 +315,10 @@ def _stop_old_launcher(trial_pid: int) -> None:
             command = handle.read().split(b"\0")
         if os.stat(f"/proc/{parent}").st_uid == os.getuid() and LAUNCHER.encode() in command:
             os.kill(parent, signal.SIGTERM)
+            return True
     except (OSError, ValueError, IndexError):
         pass
+    return False
 
 
 # -- starting and stopping one trial ------------------------------------------------------------
