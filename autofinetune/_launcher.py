@@ -21,6 +21,7 @@ each way: in, JSON `{"op": "start", "id", "argv", "env", "cwd", "grace"}` with t
 descriptor attached (SCM_RIGHTS), or `{"op": "signal", "id", "sig"}`; out, `ready FENCE`,
 `started ID PID COOKIE JSON-CGROUP-PATH-OR-null`, `failed ID JSON-MESSAGE`, `exit ID STATUS` (STATUS negative for a signal).
 """
+import errno
 import gc
 import json
 import os
@@ -597,26 +598,6 @@ class _CloneRefused(Exception):
     """clone3 with CLONE_INTO_CGROUP is not available here; the caller starts the trial another way."""
 
 
-def _clone3_available() -> bool:
-    """Whether clone3 takes CLONE_INTO_CGROUP here, asked without creating a process: with a
-    descriptor that is not open, a kernel that knows the flag answers EBADF; one before 5.7
-    (E2BIG, EINVAL), before 5.3 or behind a seccomp filter (ENOSYS, EPERM) answers otherwise.
-    AUTOFINETUNE_NO_CLONE3 turns it off (the tests use it to drive the other way)."""
-    if not sys.platform.startswith("linux") or os.environ.get("AUTOFINETUNE_NO_CLONE3"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        args = (ctypes.c_uint64 * 11)(CLONE_INTO_CGROUP, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, 0, 0, (1 << 31) - 1)
-        if libc.syscall(SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args)) == 0:
-            os._exit(127)  # cannot happen (the descriptor is not open), but a child must never run on
-        return ctypes.get_errno() == 9  # EBADF
-    except (OSError, AttributeError, ImportError):
-        return False
-
-
 class _Clone3:
     """clone3 through ctypes, set up once: the library handle and the argument structure."""
 
@@ -634,8 +615,40 @@ class _Clone3:
         self.pointer = ctypes.byref(self.args)
         self.get_errno = ctypes.get_errno
 
+    def call(self, cgroup_fd: int) -> "tuple[int, int]":
+        """clone3 into the cgroup open at `cgroup_fd`: (the child's pid, 0 in the child, or -1; errno)."""
+        self.args.cgroup = cgroup_fd
+        pid = self.libc.syscall(SYS_CLONE3, self.pointer, self.size)
+        return pid, (self.get_errno() if pid < 0 else 0)
 
-_clone3 = None
+
+_clone3: Optional[_Clone3] = None
+
+
+def _get_clone3() -> _Clone3:
+    global _clone3
+    if _clone3 is None:
+        try:
+            _clone3 = _Clone3()
+        except (OSError, AttributeError, ImportError) as error:
+            raise _CloneRefused(str(error))
+    return _clone3
+
+
+def _clone3_available() -> bool:
+    """Whether clone3 takes CLONE_INTO_CGROUP here, asked without creating a process: with a
+    descriptor that is not open, a kernel that knows the flag answers EBADF; one before 5.7
+    (E2BIG, EINVAL), before 5.3 or behind a seccomp filter (ENOSYS, EPERM) answers otherwise.
+    AUTOFINETUNE_NO_CLONE3 turns it off (the tests use it to drive the other way)."""
+    if not sys.platform.startswith("linux") or os.environ.get("AUTOFINETUNE_NO_CLONE3"):
+        return False
+    try:
+        pid, error = _get_clone3().call((1 << 31) - 1)
+    except _CloneRefused:
+        return False
+    if pid == 0:
+        os._exit(127)  # cannot happen (the descriptor is not open), but a child must never run on
+    return pid < 0 and error == errno.EBADF
 
 
 def _clone_into(path: str, argv, env, cwd, log_fd: int) -> int:
@@ -645,25 +658,17 @@ def _clone_into(path: str, argv, env, cwd, log_fd: int) -> int:
     Its only other thread (the cgroup mover) holds no lock the child needs: the clone runs with
     the GIL held (PyDLL), so the mover is waiting for the GIL or inside a plain syscall; and the
     child only sets its group, signals, descriptors and folder, then execs or `_exit`s -- it
-    never returns into the launcher's loop. The
-    exec's outcome comes back on a close-on-exec pipe: empty means the trial is running.
-    Raises _CloneRefused when the kernel (before 5.7) or a seccomp filter refuses clone3,
-    OSError when the trial itself cannot start.
+    never returns into the launcher's loop. The exec's outcome comes back on a close-on-exec
+    pipe: empty means the trial is running. Raises _CloneRefused when the kernel (before 5.7)
+    or a seccomp filter refuses clone3, OSError when the trial itself cannot start.
     """
-    global _clone3
-    if _clone3 is None:
-        try:
-            _clone3 = _Clone3()
-        except (OSError, AttributeError, ImportError) as error:
-            raise _CloneRefused(str(error))
+    clone3 = _get_clone3()
     group = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     reader, writer = os.pipe()  # both close-on-exec
     try:
-        _clone3.args.cgroup = group
-        pid = _clone3.libc.syscall(SYS_CLONE3, _clone3.pointer, _clone3.size)
+        pid, error = clone3.call(group)
         if pid == 0:
             _exec_child(argv, env, cwd, log_fd, writer)  # never returns
-        error = _clone3.get_errno()
     finally:
         os.close(group)
         os.close(writer)
@@ -687,7 +692,7 @@ def _clone_into(path: str, argv, env, cwd, log_fd: int) -> int:
 
 def _exec_child(argv, env, cwd, log_fd: int, report: int) -> None:
     """In the clone3 child: what posix_spawn's attributes do, then exec; errno on `report` if it fails."""
-    code = 8  # ENOEXEC, for a failure that carries no errno
+    code = errno.ENOEXEC  # for a failure that carries no errno
     try:
         os.setpgid(0, 0)
         for sig in RESETS:
@@ -707,7 +712,7 @@ def _exec_child(argv, env, cwd, log_fd: int, report: int) -> None:
                 os.execve(place, argv, env)
             except OSError as error:
                 code = error.errno or code
-                if first_other is None and error.errno not in (2, 20):  # not ENOENT/ENOTDIR: the telling error
+                if first_other is None and error.errno not in (errno.ENOENT, errno.ENOTDIR):  # the telling error
                     first_other = code
         code = first_other or code
     except BaseException as error:

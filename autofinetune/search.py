@@ -276,7 +276,7 @@ class Search:
         self._specs: Dict[str, Tuple[TrialRecord, TrialSpec]] = {}
         self._evaluator_args: Dict[str, List[Tuple[str, str]]] = {}
         self._hinted = False  # the missing-option hint is said once per search
-        self._stopping = False  # set once the running trials are being stopped (end, Ctrl-C, an output error)
+        self._stopping = False  # set once the running trials are being stopped (Ctrl-C, an output error)
         self._failure_tails: Dict[Tuple[int, int], str] = {}  # the last log line of each failed trial
         # Intermediate results: a reader per queued or running attempt (by spec key), the
         # curves of every trial's latest attempt, and the worst final score so far (what a

@@ -45,6 +45,7 @@ import os
 import struct
 import sys
 import time
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
@@ -105,16 +106,14 @@ def _record_file_name() -> str:
 
 
 def _record_builders() -> Any:
-    """VisualDL's record builders, or None when this VisualDL lacks them (then LogWriters are used)."""
+    """VisualDL's record builders (meta_data, scalar, hparam) and its md5, or None when this
+    VisualDL lacks them (then LogWriters are used)."""
     try:
-        from visualdl.component import base_component
-        from visualdl.utils import md5_util
-
-        for builder in (base_component.hparam, base_component.meta_data, base_component.scalar, md5_util.md5):
-            assert callable(builder)
-        return base_component
-    except (ImportError, AttributeError, AssertionError):
+        from visualdl.component.base_component import hparam, meta_data, scalar
+        from visualdl.utils.md5_util import md5
+    except ImportError:
         return None
+    return types.SimpleNamespace(hparam=hparam, meta_data=meta_data, scalar=scalar, md5=md5)
 
 
 def _frame(record: Any) -> bytes:
@@ -146,10 +145,8 @@ class _RecordFile:
         self._pending.append(_frame(self._builders.scalar(tag=tag, value=value, step=step, walltime=walltime)))
 
     def add_hparams(self, hparams: Dict[str, Any], metrics: List[str], walltime: Optional[int] = None) -> None:
-        from visualdl.utils.md5_util import md5
-
         walltime = round(time.time() * 1000) if walltime is None else walltime
-        self._pending.append(_frame(self._builders.hparam(name=md5(self.file_name), hparam_dict=hparams,
+        self._pending.append(_frame(self._builders.hparam(name=self._builders.md5(self.file_name), hparam_dict=hparams,
                                                           metric_list=metrics, walltime=walltime)))
 
     def flush(self) -> None:
