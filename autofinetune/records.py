@@ -274,11 +274,12 @@ class SearchRecords:
                     raise
                 fd = -1
             try:
-                if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+                info = os.fstat(fd) if fd >= 0 else None
+                if info is None or not stat.S_ISREG(info.st_mode):
                     write_atomic(path, self.csv_text())
                     return
                 text = self._csv_line(record)
-                if os.fstat(fd).st_size == 0:
+                if info.st_size == 0:
                     text = self._csv_header() + text
                 data = memoryview(text.encode("utf-8"))
                 while data:

@@ -134,8 +134,11 @@ def boot_id() -> Optional[str]:
 def process_start_ticks(pid: int) -> Optional[int]:
     """Field 22 of /proc/PID/stat: tells a live process from a later one that reused its pid."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            text = handle.read().decode(errors="replace")
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)  # read once per trial start: no buffered file
+        try:
+            text = os.read(fd, 4096).decode(errors="replace")
+        finally:
+            os.close(fd)
         return int(text[text.rindex(")") + 2:].split()[19])
     except (OSError, ValueError, IndexError):
         return None
@@ -423,10 +426,14 @@ def create_log(path: Any) -> int:
     O_EXCL after the removal: the log is a file this call made, never a link (symbolic or hard)
     to a file elsewhere, nor a FIFO the tuner would block on (docs/security.md).
     """
-    clear_path(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC | _SAFE_OPEN, 0o666)
-    os.set_blocking(fd, True)
-    return fd
+    # O_EXCL never opens what exists (a FIFO, a link: it fails instead), so no O_NONBLOCK is
+    # needed; the name is cleared only when something is there (a retry, or a planted file).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o666)
+    except FileExistsError:
+        clear_path(path)
+        return os.open(path, flags, 0o666)
 
 
 def prepare_files(spec: TrialSpec) -> int:
@@ -436,13 +443,21 @@ def prepare_files(spec: TrialSpec) -> int:
     No earlier attempt's result can be read as this one's, and nothing an earlier attempt
     planted at either name (a FIFO, a symlink, a folder) survives to be opened by the tuner.
     """
-    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    clear_path(spec.result_path)
-    if spec.stop_path is not None:
-        clear_path(spec.stop_path)  # an earlier attempt's stop request is not this one's
-    if spec.intermediate_path is not None:
-        os.close(create_log(spec.intermediate_path))
-    return create_log(spec.log_path)
+    try:
+        log_fd = create_log(spec.log_path)
+    except FileNotFoundError:  # its folder is missing (a Dask worker's first trial of a round)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_fd = create_log(spec.log_path)
+    try:
+        clear_path(spec.result_path)
+        if spec.stop_path is not None:
+            clear_path(spec.stop_path)  # an earlier attempt's stop request is not this one's
+        if spec.intermediate_path is not None:
+            os.close(create_log(spec.intermediate_path))
+    except BaseException:
+        os.close(log_fd)
+        raise
+    return log_fd
 
 
 def _say_lost(output: int, argv: List[str], error: Exception) -> None:
@@ -486,11 +501,20 @@ class Launcher:
         self._failed: Dict[int, str] = {}
         self._next_id = 0
         self.lost = False
-        line = self._line(30.0)
-        if line is None or not line.startswith("ready "):
-            self.close()
-            raise LauncherLost("the trial launcher did not start")
-        self.fence = line[len("ready "):]
+        self._fence: Optional[str] = None
+
+    def wait_ready(self) -> str:
+        """What fences the trials' descendants, as the launcher's first line says; LauncherLost
+        if it never says it. Waited for only here, so the launcher's start-up (~40 ms: an
+        interpreter, cgroup probes) runs while the tuner goes on with its own."""
+        if self._fence is None:
+            line = self._line(30.0)
+            if line is None or not line.startswith("ready "):
+                self.close()
+                self.lost = True
+                raise LauncherLost("the trial launcher did not start")
+            self._fence = line[len("ready "):]
+        return self._fence
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -573,7 +597,9 @@ class Launcher:
         word, _, rest = line.partition(" ")
         head, _, tail = rest.partition(" ")
         try:
-            if word == "exit":
+            if word == "ready":  # the first line, if something else read it before `fence` did
+                self._fence = rest
+            elif word == "exit":
                 self._exits.append((int(head), int(tail)))
             elif word == "started":
                 pid, cookie, cgroup = (tail.split(" ", 2) + ["", ""])[:3]

@@ -233,32 +233,40 @@ class Search:
         command = TrialCommand(tuple(config.program()), self.space, tuple(config.passthrough), self.evaluator.options,
                                self.evaluator.name)
         command.check()
-        self.accepted = self._preflight(command.program)
-        self.command = dataclasses.replace(command, accepted=self.accepted.options)
-        self.threads = self._thread_budget()
-        self.replayed: Optional[SearchState] = None
-        #: The strategy options as the journal keeps them (a resumed search keeps the journal's own).
-        self.journaled_strategy_options: Optional[Dict[str, Any]] = self.strategy_options
-        self.seed: int = config.seed if config.seed is not None else secrets.randbelow(2**31 - 1) + 1
-        if resume:
-            from .resume import read_for_resume
+        # The local backend first: making it starts the trial launcher, whose start-up (~40 ms)
+        # then runs while the script prints its usage for the preflight (docs/overhead.md). A
+        # refusal below closes it again; a Dask cluster is contacted only once nothing refused.
+        early: Optional[Backend] = self._make_backend() if config.backend == "local" else None
+        try:
+            self.accepted = self._preflight(command.program)
+            self.command = dataclasses.replace(command, accepted=self.accepted.options)
+            self.threads = self._thread_budget()
+            self.replayed: Optional[SearchState] = None
+            #: The strategy options as the journal keeps them (a resumed search keeps the journal's own).
+            self.journaled_strategy_options: Optional[Dict[str, Any]] = self.strategy_options
+            self.seed: int = config.seed if config.seed is not None else secrets.randbelow(2**31 - 1) + 1
+            if resume:
+                from .resume import read_for_resume
 
-            self.replayed = read_for_resume(config)
-            self.seed = int(self.replayed.config["seed"])
-            # Options the command line does not name run at the defaults of the release that wrote
-            # the journal (read_for_resume has checked that the command line agrees with it).
-            journaled_options = self.replayed.config.get("strategy_options")
-            self.strategy_options = resumed_options(config.tuning_strategy, self.space.dim, config.popsize,
-                                                    journaled_options, config.strategy_options, config.asynchronous)
-            # Journaled again as they were, not filled in: a journal that lacks an option must go
-            # on lacking it, or the next resume would take today's defaults for it.
-            self.journaled_strategy_options = journaled_options
-        # The strategy before the backend and the output dir: a plugin whose library is missing
-        # fails here, in one line, with nothing started and nothing written.
-        self.strategy: Strategy = make_strategy(config.tuning_strategy, self.space.dim, self.space.init_unit(), config.popsize,
-                                                self.seed, self.strategy_options)
-        self.backend: Backend = make_backend(config.backend, config.slots, config.kill_grace, on_start=self._on_process_start,
-                                             address=config.scheduler_address)
+                self.replayed = read_for_resume(config)
+                self.seed = int(self.replayed.config["seed"])
+                # Options the command line does not name run at the defaults of the release that wrote
+                # the journal (read_for_resume has checked that the command line agrees with it).
+                journaled_options = self.replayed.config.get("strategy_options")
+                self.strategy_options = resumed_options(config.tuning_strategy, self.space.dim, config.popsize,
+                                                        journaled_options, config.strategy_options, config.asynchronous)
+                # Journaled again as they were, not filled in: a journal that lacks an option must go
+                # on lacking it, or the next resume would take today's defaults for it.
+                self.journaled_strategy_options = journaled_options
+            # The strategy before a Dask cluster and the output dir: a plugin whose library is
+            # missing fails here, in one line, with nothing left running and nothing written.
+            self.strategy: Strategy = make_strategy(config.tuning_strategy, self.space.dim, self.space.init_unit(),
+                                                    config.popsize, self.seed, self.strategy_options)
+            self.backend: Backend = early if early is not None else self._make_backend()
+        except BaseException:
+            if early is not None:
+                early.close()
+            raise
         try:
             self.output_dir = config.output_dir.resolve() if resume else prepare_output_dir(config.output_dir)
             self.journal = Journal(self.output_dir / JOURNAL)
@@ -282,6 +290,9 @@ class Search:
         # curves of every trial's latest attempt, and the worst final score so far (what a
         # pruned trial's told score is capped at, docs/pruning.md).
         self._readers: Dict[str, Tuple[TrialRecord, IntermediateReader]] = {}
+        #: The attempts whose process has started: only their files are looked at between ends
+        #: (a 500-candidate round queues 500 attempts; a stat of each per look grew with the queue).
+        self._watched: Set[str] = set()
         self.curves: Dict[Tuple[int, int], List[Tuple[int, float]]] = {}
         self.worst_final: Optional[float] = None
         self._next_look = 0.0
@@ -327,6 +338,10 @@ class Search:
             except Exception as error:  # a view must never take the search down
                 log.warning("view %s failed in %s (%s: %s); it is switched off", type(observer).__name__, hook, type(error).__name__, error)
                 self.observers.remove(observer)
+
+    def _make_backend(self) -> Backend:
+        c = self.config
+        return make_backend(c.backend, c.slots, c.kill_grace, on_start=self._on_process_start, address=c.scheduler_address)
 
     def _preflight(self, program: Tuple[str, ...]) -> Accepted:
         """Refuse, before anything runs, a search whose script lacks an option it would be given."""
@@ -451,7 +466,7 @@ class Search:
     # -- intermediate results (docs/pruning.md) --------------------------------------------------
     def _until_next_look(self) -> Optional[float]:
         """How long the backend may block before the intermediate files are due a look."""
-        if not self._readers:
+        if not self._watched:
             return None
         return max(0.0, self._next_look - time.monotonic())
 
@@ -460,12 +475,14 @@ class Search:
         if now < self._next_look:
             return
         self._next_look = now + (PRUNING_LOOK if self.config.pruner != "none" else CURVES_LOOK)
-        for key in list(self._readers):
+        for key in list(self._watched):
             self._read_intermediates(key)
 
     def _read_intermediates(self, key: str, final: bool = False) -> None:
         """Journal, show and judge what the trial reported since the last look; ask it to stop
         when the pruner says so. `final`: the trial has ended, so this is the last look."""
+        if final:
+            self._watched.discard(key)
         entry = self._readers.pop(key, None) if final else self._readers.get(key)
         if entry is None:
             return
@@ -607,6 +624,8 @@ class Search:
     def _on_process_start(self, spec: TrialSpec, slot: Slot, identity: ProcessIdentity) -> None:
         record, _ = self._specs[spec.key]
         record.status = Status.RUNNING
+        if spec.key in self._readers:
+            self._watched.add(spec.key)
         record.slot, record.gpu = slot.label, slot.gpu
         try:
             self.journal.append(StartedEvent(round=record.round, index=record.index, attempt=record.attempt, pid=identity.pid,

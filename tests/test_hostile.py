@@ -551,8 +551,8 @@ def test_the_search_header_names_the_fence(tmp_path: Path):
     probe.close()
     result, rows, _ = _search(tmp_path, "autofinetune.report_final_result(0.5)\n", "--evaluator=fulltrail", popsize=1)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert probe.fence in ("cgroup v2 (one per trial) + subreaper", "subreaper + environment cookie")
-    assert f"fence: {probe.fence}" in result.stdout
+    assert probe.wait_ready() in ("cgroup v2 (one per trial) + subreaper", "subreaper + environment cookie")
+    assert f"fence: {probe.wait_ready()}" in result.stdout
 
 
 _DASK_TRIAL = """

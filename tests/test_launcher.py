@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 def _cgroups_writable() -> bool:
     probe = Launcher()
     try:
-        return probe.fence.startswith("cgroup v2")
+        return probe.wait_ready().startswith("cgroup v2")
     finally:
         probe.close()
 
@@ -102,7 +102,7 @@ def _gone(pid: int, marker: str, seconds: float = 5.0) -> bool:
 
 
 def test_the_launcher_names_its_fence(launcher: Launcher, fence: str):
-    assert launcher.fence == ("cgroup v2 (one per trial) + subreaper" if fence != "cookie" else "subreaper + environment cookie")
+    assert launcher.wait_ready() == ("cgroup v2 (one per trial) + subreaper" if fence != "cookie" else "subreaper + environment cookie")
 
 
 def test_start_runs_the_trial_in_its_own_group_with_output_in_the_log(launcher: Launcher, tmp_path: Path):

@@ -100,6 +100,7 @@ def _run(payload: TrialPayload, here: "_Here", watch: "_StopWatch", log_fd: int,
         # PR_SET_PDEATHSIG follows the thread that started it, and a pool thread may end
         # between tasks (docs/dask.md, "Process fence").
         launcher = Launcher()
+        launcher.wait_ready()  # a launcher that cannot start is this trial's start failure
     except OSError as error:
         return _report(ReportState.START_FAILED, message=f"could not start on {here.address}: {error}",
                        duration=time.monotonic() - started)

@@ -37,8 +37,15 @@ class LocalBackend:
             raise ValueError("at least one slot is needed")
         self.slots = list(slots)
         self.kill_grace = kill_grace
+        # The launcher is started now and waited for only when the search's header names its
+        # fence: its start-up runs alongside the search's (docs/overhead.md).
         self._launcher: Optional[Launcher] = None
-        self.description = f"{len(self.slots)} slot(s) [{', '.join(s.label for s in self.slots)}]; fence: {self._fence()}"
+        self._launcher_error = ""
+        try:
+            self._launcher = Launcher()
+        except OSError as error:
+            self._launcher_error = str(error)
+        self._description: Optional[str] = None
         self._free: Deque[Slot] = deque(self.slots)
         self._queue: Deque[TrialSpec] = deque()
         self._running: Dict[int, _Running] = {}  # by the launcher's trial id
@@ -84,13 +91,21 @@ class LocalBackend:
         return stop_stale_group(identity)
 
     # -- internals --------------------------------------------------------------------------------
+    @property
+    def description(self) -> str:
+        if self._description is None:
+            self._description = f"{len(self.slots)} slot(s) [{', '.join(s.label for s in self.slots)}]; fence: {self._fence()}"
+        return self._description
+
     def _fence(self) -> str:
-        """What stops a trial's descendants here; the launcher says, so it is started now."""
-        try:
-            self._launcher = Launcher()
-        except OSError as error:
-            return f"none (the trial launcher could not start: {error})"
-        return self._launcher.fence
+        """What stops a trial's descendants here, as the launcher says."""
+        if self._launcher is not None:
+            try:
+                return self._launcher.wait_ready()
+            except OSError as error:  # it closed itself
+                self._launcher = None
+                self._launcher_error = str(error)
+        return f"none (the trial launcher could not start: {self._launcher_error})"
 
     def _stop_launching(self) -> None:
         self._launching = False
