@@ -18,8 +18,15 @@ get SIGTERM, then SIGKILL after the trial's kill grace.
 
 Standard library only; run as `python -I -S _launcher.py FD PARENT_PID`. Protocol, one line
 each way: in, JSON `{"op": "start", "id", "argv", "env", "cwd", "grace"}` with the trial's log
-descriptor attached (SCM_RIGHTS), or `{"op": "signal", "id", "sig"}`; out, `ready FENCE`,
-`started ID PID COOKIE JSON-CGROUP-PATH-OR-null`, `failed ID JSON-MESSAGE`, `exit ID STATUS` (STATUS negative for a signal).
+descriptor attached (SCM_RIGHTS), `{"op": "signal", "id", "sig"}`, or `{"op": "cancel", "id"}`;
+out, `ready FENCE`, `started ID PID COOKIE JSON-CGROUP-PATH-OR-null`, `failed ID JSON-MESSAGE`,
+`exit ID STATUS` (STATUS negative for a signal), `slot ID AFTER`, `unstaged ID`.
+
+A start may stand by (`"after": {RUNNING-ID: CUDA_VISIBLE_DEVICES, ...}`): it is made the
+moment the first of those trials ends, in that trial's slot, before that trial's exit is even
+written (`slot ID AFTER`, then its `started` or `failed`, then `exit AFTER ...`). The slot is
+never idle for the tuner's round trip (docs/overhead.md). One stands by at a time; it is
+dropped (`unstaged ID`) when none of its trials is still running when it comes, or on `cancel`.
 """
 import errno
 import gc
@@ -336,6 +343,8 @@ class Launcher:
         self.cleanups = {}  # id -> when its leftovers get SIGKILL
         self.buffer = b""
         self.fds = []
+        #: The start standing by: (its request, its log descriptor, {running id: its slot's CUDA_VISIBLE_DEVICES}).
+        self.standby = None
         self.tuner_gone = False
         subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -464,9 +473,43 @@ class Launcher:
             self.cgroup_of[ident] = cgroup
         self.send(f"started {ident} {pid} {cookie} {json.dumps(cgroup)}")
 
+    def stand_by(self, request: dict, fd) -> None:
+        """Keep a start for the moment one of the trials it names ends (the module's docstring)."""
+        running = {ident for ident, _grace in self.trials.values()}
+        after = {}
+        for key, devices in dict(request.get("after") or {}).items():
+            if int(key) in running:
+                after[int(key)] = str(devices)
+        if not after or self.standby is not None or fd is None:
+            if fd is not None:
+                os.close(fd)
+            self.send(f"unstaged {int(request['id'])}")
+            return
+        self.standby = (request, fd, after)
+
+    def take_the_slot(self, ended: int) -> None:
+        """`ended` has just been reaped: the start standing by for it runs now, in its slot."""
+        if self.standby is None or ended not in self.standby[2] or self.tuner_gone:
+            return  # nothing stands by for it; or the tuner is gone, and nothing starts any more
+        (request, fd, after), self.standby = self.standby, None
+        request = dict(request, env=dict(request.get("env") or {}, CUDA_VISIBLE_DEVICES=after[ended]))
+        self.send(f"slot {int(request['id'])} {ended}")
+        self.start(request, fd)
+
+    def cancel(self, ident: int) -> None:
+        if self.standby is not None and int(self.standby[0]["id"]) == ident:
+            fd, self.standby = self.standby[1], None
+            os.close(fd)
+            self.send(f"unstaged {ident}")
+
     def handle(self, request: dict, fd) -> None:
         if request.get("op") == "start":
-            self.start(request, fd)
+            if "after" in request:
+                self.stand_by(request, fd)
+            else:
+                self.start(request, fd)
+        elif request.get("op") == "cancel":
+            self.cancel(int(request["id"]))
         elif request.get("op") == "signal":
             ident = int(request["id"])
             if ident in self.cookies:
@@ -511,6 +554,7 @@ class Launcher:
                 continue
             ident, grace = trial
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            self.take_the_slot(ident)
             self.send(f"exit {ident} {code}")
             if self.signal_trials([ident], signal.SIGTERM):
                 self.cleanups[ident] = time.monotonic() + grace  # SIGKILL for what is left after the grace
@@ -574,7 +618,10 @@ class Launcher:
                     self.read()
             self.reap()
             self.due_cleanups()
-        # The tuner is gone: nobody will wait for a grace or read a status.
+        # The tuner is gone: nobody will wait for a grace or read a status, and no start stands by.
+        if self.standby is not None:
+            fd, self.standby = self.standby[1], None
+            os.close(fd)
         self.signal_trials(list(self.cookies), signal.SIGKILL)
         self.cgroups.close(self.reap)
         return 0

@@ -499,6 +499,10 @@ class Launcher:
         #: Answers to start requests not yet taken: id -> (pid, cookie, cgroup) or the failure.
         self._started: Dict[int, Tuple[int, Optional[str], Optional[str]]] = {}
         self._failed: Dict[int, str] = {}
+        #: A start that stood by, made in the slot of the trial that ended: id -> that trial's id.
+        self._slots: Dict[int, int] = {}
+        #: Starts that stood by and were dropped (cancelled, or none of their trials still ran).
+        self._unstaged: List[int] = []
         self._next_id = 0
         self.lost = False
         self._fence: Optional[str] = None
@@ -511,7 +515,6 @@ class Launcher:
             line = self._line(30.0)
             if line is None or not line.startswith("ready "):
                 self.close()
-                self.lost = True
                 raise LauncherLost("the trial launcher did not start")
             self._fence = line[len("ready "):]
         return self._fence
@@ -533,14 +536,20 @@ class Launcher:
             raise OSError(self._failed.pop(ident))
         return (ident, *self._started.pop(ident))
 
-    def request_start(self, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int, kill_grace: float) -> int:
+    def request_start(self, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int, kill_grace: float,
+                      after: Optional[Mapping[int, str]] = None) -> int:
         """Ask for a trial to be started and return its id at once; the launcher's answer comes
         with the exits (`take_started`, `take_failed`), so the tuner does its bookkeeping while
-        the launcher spawns. LauncherLost if the launcher is gone."""
+        the launcher spawns. `after` (running id -> its slot's CUDA_VISIBLE_DEVICES): the start
+        stands by until the first of those ends, and takes its slot (`take_slots`; or
+        `take_unstaged` when it never runs). LauncherLost if the launcher is gone."""
         self._next_id += 1
         ident = self._next_id
-        request = json.dumps({"op": "start", "id": ident, "argv": list(argv), "env": dict(env), "cwd": cwd,
-                              "grace": kill_grace}) + "\n"
+        message: Dict[str, Any] = {"op": "start", "id": ident, "argv": list(argv), "env": dict(env), "cwd": cwd,
+                                   "grace": kill_grace}
+        if after is not None:
+            message["after"] = {str(key): value for key, value in after.items()}
+        request = json.dumps(message) + "\n"
         try:
             data = request.encode()
             sent = socket.send_fds(self._sock, [data], [output])
@@ -561,16 +570,34 @@ class Launcher:
         failed, self._failed = self._failed, {}
         return failed
 
+    def take_slots(self) -> Dict[int, int]:
+        """id -> the id of the trial whose slot it took, for starts that stood by (`after`)."""
+        slots, self._slots = self._slots, {}
+        return slots
+
+    def take_unstaged(self) -> List[int]:
+        """The ids of starts that stood by and were dropped without running."""
+        unstaged, self._unstaged = self._unstaged, []
+        return unstaged
+
     def signal(self, ident: int, sig: int) -> None:
+        self._send({"op": "signal", "id": ident, "sig": int(sig)})
+
+    def cancel(self, ident: int) -> None:
+        """Drop a start that stands by; `take_unstaged` says when it is dropped, or its slot
+        and start come as usual when it had already run."""
+        self._send({"op": "cancel", "id": ident})
+
+    def _send(self, message: Dict[str, Any]) -> None:
         try:
-            self._sock.sendall((json.dumps({"op": "signal", "id": ident, "sig": int(sig)}) + "\n").encode())
+            self._sock.sendall((json.dumps(message) + "\n").encode())
         except OSError:
             self.lost = True
 
     def exits(self, wait: Optional[float]) -> List[Tuple[int, int]]:
         """(id, status) of trials that ended, waiting up to `wait` seconds (None: forever) for one
         (or for the answer to a start request)."""
-        if not self._exits and not self._started and not self._failed and not self.lost:
+        if not (self._exits or self._started or self._failed or self._slots or self._unstaged or self.lost):
             line = self._line(wait)
             if line is not None:
                 self._note(line)
@@ -584,6 +611,7 @@ class Launcher:
 
     def close(self) -> None:
         """End-of-file for the launcher: it kills whatever is left and exits."""
+        self.lost = True  # nothing more comes from it, and nothing more can be asked of it
         try:
             self._sock.close()
         finally:
@@ -608,6 +636,10 @@ class Launcher:
                 except ValueError:
                     path = None
                 self._started[int(head)] = (int(pid), cookie or None, path if isinstance(path, str) else None)
+            elif word == "slot":
+                self._slots[int(head)] = int(tail)
+            elif word == "unstaged":
+                self._unstaged.append(int(head))
             elif word == "failed":
                 try:
                     message = str(json.loads(tail))
@@ -697,13 +729,15 @@ class TrialProcess:
     @classmethod
     def begin(cls, launcher: Launcher, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int,
               timeout: Optional[float], kill_grace: float, stop_path: Optional[Path] = None,
-              prune_grace: float = 30.0) -> "TrialProcess":
+              prune_grace: float = 30.0, after: Optional[Mapping[int, str]] = None) -> "TrialProcess":
         """Like `start`, without waiting for the launcher's answer: `pid` is None until the owner
         hands it over (`started_as`), from `Launcher.take_started`. Signals work meanwhile: the
-        launcher handles requests in order, so a stop sent now reaches the trial once it runs."""
+        launcher handles requests in order, so a stop sent now reaches the trial once it runs.
+        `after`: a start that stands by (`Launcher.request_start`); the owner calls `runs_from`
+        once it has taken a slot."""
         started = time.monotonic()
         try:
-            ident = launcher.request_start(argv, env, cwd, output, kill_grace)
+            ident = launcher.request_start(argv, env, cwd, output, kill_grace, after)
         except LauncherLost as error:
             _say_lost(output, argv, error)
             raise
@@ -711,6 +745,12 @@ class TrialProcess:
 
     def started_as(self, pid: int, cookie: Optional[str], cgroup: Optional[str]) -> None:
         self.pid, self.cookie, self.cgroup = pid, cookie, cgroup
+
+    def runs_from(self, now: float) -> None:
+        """A start that stood by has just been made: its time (and timeout) counts from now."""
+        if self.deadline is not None:
+            self.deadline = now + (self.deadline - self.started)
+        self.started = self._next_stop_look = now
 
     def request_stop(self, reason: Status, grace: float, now: float) -> None:
         """TERM the trial now and KILL it `grace` seconds later; a later request can only shorten the grace."""

@@ -466,7 +466,7 @@ class Search:
     # -- intermediate results (docs/pruning.md) --------------------------------------------------
     def _until_next_look(self) -> Optional[float]:
         """How long the backend may block before the intermediate files are due a look."""
-        if not self._watched:
+        if not self._readers:  # not only the started ones: a start is learnt inside the backend's wait
             return None
         return max(0.0, self._next_look - time.monotonic())
 

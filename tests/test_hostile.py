@@ -548,11 +548,12 @@ def test_the_search_header_names_the_fence(tmp_path: Path):
     from autofinetune.runner import Launcher
 
     probe = Launcher()
+    fence = probe.wait_ready()
     probe.close()
     result, rows, _ = _search(tmp_path, "autofinetune.report_final_result(0.5)\n", "--evaluator=fulltrail", popsize=1)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert probe.wait_ready() in ("cgroup v2 (one per trial) + subreaper", "subreaper + environment cookie")
-    assert f"fence: {probe.wait_ready()}" in result.stdout
+    assert fence in ("cgroup v2 (one per trial) + subreaper", "subreaper + environment cookie")
+    assert f"fence: {fence}" in result.stdout
 
 
 _DASK_TRIAL = """

@@ -412,3 +412,88 @@ def test_the_cgroup_fence_stops_a_descendant_with_no_cookie_while_other_trials_r
     finally:
         other.kill_now()
         _kill_if_ours(tmp_path)
+
+
+# -- a start standing by (docs/overhead.md: no idle slot for the tuner's round trip) ---------------
+
+def _stand_by(launcher: Launcher, folder: Path, code: str, after: dict) -> TrialProcess:
+    folder.mkdir(exist_ok=True)
+    fd = _log(folder)
+    try:
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+        return TrialProcess.begin(launcher, [sys.executable, "-c", textwrap.dedent(code), str(folder)], env, str(folder), fd,
+                                  None, 0.5, after=after)
+    finally:
+        os.close(fd)
+
+
+def _lines_until(launcher: Launcher, done, seconds: float = 30.0) -> list:
+    """Everything the launcher says (as the backend sees it, batch by batch) until `done(events)`."""
+    events: list = []
+    give_up = time.monotonic() + seconds
+    while not done(events):
+        assert time.monotonic() < give_up, f"the launcher did not say it in time: {events}"
+        exits = launcher.exits(0.2)
+        # As the backend reads them: the answers first, then the exits of the same batch.
+        events += [("slot", ident, after) for ident, after in launcher.take_slots().items()]
+        events += [("unstaged", ident) for ident in launcher.take_unstaged()]
+        events += [("started", ident) for ident in launcher.take_started()]
+        events += [("failed", ident) for ident in launcher.take_failed()]
+        events += [("exit", ident, status) for ident, status in exits]
+    return events
+
+
+def test_a_start_standing_by_runs_in_the_slot_of_the_first_trial_to_end_before_its_end_is_said(
+        launcher: Launcher, tmp_path: Path):
+    for name in ("short", "long"):
+        (tmp_path / name).mkdir()
+    short = _start(launcher, tmp_path / "short", "import time; time.sleep(0.5)")
+    long = _start(launcher, tmp_path / "long", "import time; time.sleep(60)")
+    try:
+        waiting = _stand_by(launcher, tmp_path / "next", """
+            import os
+            print("devices", os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+        """, after={short.ident: "7", long.ident: "3"})
+        events = _lines_until(launcher, lambda seen: ("exit", waiting.ident, 0) in seen)
+        assert ("slot", waiting.ident, short.ident) in events
+        took = events.index(("slot", waiting.ident, short.ident))
+        assert took < events.index(("exit", short.ident, 0)), "the slot is taken before the end of its trial is said"
+        assert ("started", waiting.ident) in events
+        assert "devices 7" in (tmp_path / "next" / "log.info").read_text(), "it runs with the ended trial's devices"
+        assert not any(event[0] == "exit" and event[1] == long.ident for event in events)
+    finally:
+        long.kill_now()
+        _lines_until(launcher, lambda seen: any(e[0] == "exit" and e[1] == long.ident for e in seen))
+
+
+def test_a_start_standing_by_for_trials_that_have_ended_is_dropped_unstarted(launcher: Launcher, tmp_path: Path):
+    ended = _start(launcher, tmp_path, "pass")
+    assert _wait(ended) == 0
+    waiting = _stand_by(launcher, tmp_path / "next", "open('ran', 'w').close()", after={ended.ident: "0"})
+    events = _lines_until(launcher, lambda seen: ("unstaged", waiting.ident) in seen)
+    assert not any(event[0] in ("slot", "started", "failed") for event in events)
+    time.sleep(0.3)
+    assert not (tmp_path / "next" / "ran").exists()
+
+
+def test_a_cancelled_start_standing_by_never_runs(launcher: Launcher, tmp_path: Path):
+    running = _start(launcher, tmp_path, "import time; time.sleep(60)")
+    waiting = _stand_by(launcher, tmp_path / "next", "open('ran', 'w').close()", after={running.ident: "0"})
+    launcher.cancel(waiting.ident)
+    events = _lines_until(launcher, lambda seen: ("unstaged", waiting.ident) in seen)
+    running.kill_now()
+    events += _lines_until(launcher, lambda seen: any(e[0] == "exit" and e[1] == running.ident for e in seen))
+    assert not any(event[0] in ("slot", "started") for event in events)
+    time.sleep(0.3)
+    assert not (tmp_path / "next" / "ran").exists()
+
+
+def test_a_start_standing_by_never_runs_once_the_tuner_is_gone(tmp_path: Path, fence: str):
+    """End-of-file kills the running trials, whose ends must not start what stood by for them."""
+    launcher = Launcher()
+    running = _start(launcher, tmp_path, "import time; time.sleep(60)")
+    _stand_by(launcher, tmp_path / "next", "open('ran', 'w').close()", after={running.ident: "0"})
+    launcher.close()
+    assert _gone(running.pid, "time.sleep(60)")
+    time.sleep(0.5)
+    assert not (tmp_path / "next" / "ran").exists()
