@@ -22,11 +22,12 @@ descriptor attached (SCM_RIGHTS), `{"op": "signal", "id", "sig"}`, or `{"op": "c
 out, `ready FENCE`, `started ID PID COOKIE JSON-CGROUP-PATH-OR-null`, `failed ID JSON-MESSAGE`,
 `exit ID STATUS` (STATUS negative for a signal), `slot ID AFTER`, `unstaged ID`.
 
-A start may stand by (`"after": {RUNNING-ID: CUDA_VISIBLE_DEVICES, ...}`): it is made the
-moment the first of those trials ends, in that trial's slot, before that trial's exit is even
-written (`slot ID AFTER`, then its `started` or `failed`, then `exit AFTER ...`). The slot is
-never idle for the tuner's round trip (docs/overhead.md). One stands by at a time; it is
-dropped (`unstaged ID`) when none of its trials is still running when it comes, or on `cancel`.
+A start may stand by (`"standby": true`): the starts standing by wait in order, and the first
+is made the moment any running trial ends, in that trial's slot (its CUDA_VISIBLE_DEVICES),
+before that trial's exit is even written (`slot ID AFTER`, then its `started` or `failed`,
+then `exit AFTER ...`). The slot is never idle for the tuner's round trip (docs/overhead.md).
+A start that comes to stand by while no trial runs is dropped (`unstaged ID`), as is one
+cancelled (`cancel`) before it ran.
 """
 import errno
 import gc
@@ -343,8 +344,9 @@ class Launcher:
         self.cleanups = {}  # id -> when its leftovers get SIGKILL
         self.buffer = b""
         self.fds = []
-        #: The start standing by: (its request, its log descriptor, {running id: its slot's CUDA_VISIBLE_DEVICES}).
-        self.standby = None
+        #: The starts standing by, in order: (the request, its log descriptor).
+        self.standby = []
+        self.devices = {}  # id -> CUDA_VISIBLE_DEVICES of each running trial: its slot, for a start standing by
         self.tuner_gone = False
         subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -467,6 +469,7 @@ class Launcher:
         finally:
             os.close(fd)
         self.trials[pid] = (ident, float(request.get("grace", 5.0)))
+        self.devices[ident] = str(env.get("CUDA_VISIBLE_DEVICES", ""))
         self.cookies[ident] = cookie
         self.groups[ident] = pid
         if cgroup is not None:
@@ -474,37 +477,35 @@ class Launcher:
         self.send(f"started {ident} {pid} {cookie} {json.dumps(cgroup)}")
 
     def stand_by(self, request: dict, fd) -> None:
-        """Keep a start for the moment one of the trials it names ends (the module's docstring)."""
-        running = {ident for ident, _grace in self.trials.values()}
-        after = {}
-        for key, devices in dict(request.get("after") or {}).items():
-            if int(key) in running:
-                after[int(key)] = str(devices)
-        if not after or self.standby is not None or fd is None:
+        """Keep a start for the moment a running trial ends (the module's docstring)."""
+        if not self.trials or fd is None:
             if fd is not None:
                 os.close(fd)
             self.send(f"unstaged {int(request['id'])}")
             return
-        self.standby = (request, fd, after)
+        self.standby.append((request, fd))
 
     def take_the_slot(self, ended: int) -> None:
-        """`ended` has just been reaped: the start standing by for it runs now, in its slot."""
-        if self.standby is None or ended not in self.standby[2] or self.tuner_gone:
-            return  # nothing stands by for it; or the tuner is gone, and nothing starts any more
-        (request, fd, after), self.standby = self.standby, None
-        request = dict(request, env=dict(request.get("env") or {}, CUDA_VISIBLE_DEVICES=after[ended]))
+        """`ended` has just been reaped: the first start standing by runs now, in its slot."""
+        devices = self.devices.pop(ended, None)
+        if not self.standby or devices is None or self.tuner_gone:
+            return  # nothing stands by; or the tuner is gone, and nothing starts any more
+        request, fd = self.standby.pop(0)
+        request = dict(request, env=dict(request.get("env") or {}, CUDA_VISIBLE_DEVICES=devices))
         self.send(f"slot {int(request['id'])} {ended}")
         self.start(request, fd)
 
     def cancel(self, ident: int) -> None:
-        if self.standby is not None and int(self.standby[0]["id"]) == ident:
-            fd, self.standby = self.standby[1], None
-            os.close(fd)
-            self.send(f"unstaged {ident}")
+        for position, (request, fd) in enumerate(self.standby):
+            if int(request["id"]) == ident:
+                del self.standby[position]
+                os.close(fd)
+                self.send(f"unstaged {ident}")
+                return
 
     def handle(self, request: dict, fd) -> None:
         if request.get("op") == "start":
-            if "after" in request:
+            if request.get("standby"):
                 self.stand_by(request, fd)
             else:
                 self.start(request, fd)
@@ -619,9 +620,9 @@ class Launcher:
             self.reap()
             self.due_cleanups()
         # The tuner is gone: nobody will wait for a grace or read a status, and no start stands by.
-        if self.standby is not None:
-            fd, self.standby = self.standby[1], None
+        for _request, fd in self.standby:
             os.close(fd)
+        self.standby = []
         self.signal_trials(list(self.cookies), signal.SIGKILL)
         self.cgroups.close(self.reap)
         return 0

@@ -537,18 +537,18 @@ class Launcher:
         return (ident, *self._started.pop(ident))
 
     def request_start(self, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int, kill_grace: float,
-                      after: Optional[Mapping[int, str]] = None) -> int:
+                      standby: bool = False) -> int:
         """Ask for a trial to be started and return its id at once; the launcher's answer comes
         with the exits (`take_started`, `take_failed`), so the tuner does its bookkeeping while
-        the launcher spawns. `after` (running id -> its slot's CUDA_VISIBLE_DEVICES): the start
-        stands by until the first of those ends, and takes its slot (`take_slots`; or
-        `take_unstaged` when it never runs). LauncherLost if the launcher is gone."""
+        the launcher spawns. `standby`: it starts, after those standing by before it, when a
+        running trial ends, with that trial's CUDA_VISIBLE_DEVICES (`take_slots` says which; or
+        `take_unstaged`, when no trial was running as it came). LauncherLost if the launcher is gone."""
         self._next_id += 1
         ident = self._next_id
         message: Dict[str, Any] = {"op": "start", "id": ident, "argv": list(argv), "env": dict(env), "cwd": cwd,
                                    "grace": kill_grace}
-        if after is not None:
-            message["after"] = {str(key): value for key, value in after.items()}
+        if standby:
+            message["standby"] = True
         request = json.dumps(message) + "\n"
         try:
             data = request.encode()
@@ -571,7 +571,7 @@ class Launcher:
         return failed
 
     def take_slots(self) -> Dict[int, int]:
-        """id -> the id of the trial whose slot it took, for starts that stood by (`after`)."""
+        """id -> the id of the trial whose slot it took, for starts that stood by, in the order they started."""
         slots, self._slots = self._slots, {}
         return slots
 
@@ -729,15 +729,15 @@ class TrialProcess:
     @classmethod
     def begin(cls, launcher: Launcher, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int,
               timeout: Optional[float], kill_grace: float, stop_path: Optional[Path] = None,
-              prune_grace: float = 30.0, after: Optional[Mapping[int, str]] = None) -> "TrialProcess":
+              prune_grace: float = 30.0, standby: bool = False) -> "TrialProcess":
         """Like `start`, without waiting for the launcher's answer: `pid` is None until the owner
         hands it over (`started_as`), from `Launcher.take_started`. Signals work meanwhile: the
         launcher handles requests in order, so a stop sent now reaches the trial once it runs.
-        `after`: a start that stands by (`Launcher.request_start`); the owner calls `runs_from`
+        `standby`: a start that stands by (`Launcher.request_start`); the owner calls `runs_from`
         once it has taken a slot."""
         started = time.monotonic()
         try:
-            ident = launcher.request_start(argv, env, cwd, output, kill_grace, after)
+            ident = launcher.request_start(argv, env, cwd, output, kill_grace, standby)
         except LauncherLost as error:
             _say_lost(output, argv, error)
             raise

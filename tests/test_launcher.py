@@ -416,13 +416,13 @@ def test_the_cgroup_fence_stops_a_descendant_with_no_cookie_while_other_trials_r
 
 # -- a start standing by (docs/overhead.md: no idle slot for the tuner's round trip) ---------------
 
-def _stand_by(launcher: Launcher, folder: Path, code: str, after: dict) -> TrialProcess:
+def _stand_by(launcher: Launcher, folder: Path, code: str) -> TrialProcess:
     folder.mkdir(exist_ok=True)
     fd = _log(folder)
     try:
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
         return TrialProcess.begin(launcher, [sys.executable, "-c", textwrap.dedent(code), str(folder)], env, str(folder), fd,
-                                  None, 0.5, after=after)
+                                  None, 0.5, standby=True)
     finally:
         os.close(fd)
 
@@ -443,33 +443,60 @@ def _lines_until(launcher: Launcher, done, seconds: float = 30.0) -> list:
     return events
 
 
-def test_a_start_standing_by_runs_in_the_slot_of_the_first_trial_to_end_before_its_end_is_said(
-        launcher: Launcher, tmp_path: Path):
-    for name in ("short", "long"):
-        (tmp_path / name).mkdir()
-    short = _start(launcher, tmp_path / "short", "import time; time.sleep(0.5)")
-    long = _start(launcher, tmp_path / "long", "import time; time.sleep(60)")
+def _start_on(launcher: Launcher, folder: Path, code: str, devices: str) -> TrialProcess:
+    folder.mkdir(exist_ok=True)
+    fd = _log(folder)
     try:
-        waiting = _stand_by(launcher, tmp_path / "next", """
-            import os
-            print("devices", os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
-        """, after={short.ident: "7", long.ident: "3"})
-        events = _lines_until(launcher, lambda seen: ("exit", waiting.ident, 0) in seen)
-        assert ("slot", waiting.ident, short.ident) in events
-        took = events.index(("slot", waiting.ident, short.ident))
-        assert took < events.index(("exit", short.ident, 0)), "the slot is taken before the end of its trial is said"
-        assert ("started", waiting.ident) in events
-        assert "devices 7" in (tmp_path / "next" / "log.info").read_text(), "it runs with the ended trial's devices"
-        assert not any(event[0] == "exit" and event[1] == long.ident for event in events)
+        return TrialProcess.start(launcher, [sys.executable, "-c", textwrap.dedent(code), str(folder)],
+                                  dict(os.environ, CUDA_VISIBLE_DEVICES=devices), str(folder), fd, None, 0.5)
+    finally:
+        os.close(fd)
+
+
+def _ended(events: list, ident: int) -> bool:
+    return any(event[0] == "exit" and event[1] == ident for event in events)
+
+
+SAY_DEVICES = """
+    import os, time
+    print("devices", os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+    time.sleep(60)
+"""
+
+
+def test_starts_standing_by_run_in_order_each_in_the_slot_of_a_trial_that_ended_before_its_end_is_said(
+        launcher: Launcher, tmp_path: Path):
+    first = _start_on(launcher, tmp_path / "first", "import time; time.sleep(0.4)", "7")
+    second = _start_on(launcher, tmp_path / "second", "import time; time.sleep(1.2)", "3")
+    long = _start_on(launcher, tmp_path / "long", "import time; time.sleep(60)", "5")
+    try:
+        one = _stand_by(launcher, tmp_path / "one", SAY_DEVICES)
+        two = _stand_by(launcher, tmp_path / "two", SAY_DEVICES)
+        events = _lines_until(launcher, lambda seen: ("started", one.ident) in seen and ("started", two.ident) in seen)
+        give_up = time.monotonic() + 30
+        while not all("devices" in (tmp_path / name / "log.info").read_text() for name in ("one", "two")):
+            assert time.monotonic() < give_up, "the trials that stood by did not say their devices"
+            time.sleep(0.05)
+        for standing in (one, two):
+            standing.kill_now()
+        events += _lines_until(launcher, lambda seen: _ended(seen, one.ident) and _ended(seen, two.ident))
+        assert ("slot", one.ident, first.ident) in events and ("slot", two.ident, second.ident) in events
+        for standing, ended in ((one, first), (two, second)):
+            assert events.index(("slot", standing.ident, ended.ident)) < events.index(("exit", ended.ident, 0)), \
+                "the slot is taken no later than the end of its trial is said"
+            assert ("started", standing.ident) in events
+        assert "devices 7" in (tmp_path / "one" / "log.info").read_text(), "it runs with the ended trial's devices"
+        assert "devices 3" in (tmp_path / "two" / "log.info").read_text()
+        assert not _ended(events, long.ident)
     finally:
         long.kill_now()
-        _lines_until(launcher, lambda seen: any(e[0] == "exit" and e[1] == long.ident for e in seen))
+        _lines_until(launcher, lambda seen: _ended(seen, long.ident))
 
 
-def test_a_start_standing_by_for_trials_that_have_ended_is_dropped_unstarted(launcher: Launcher, tmp_path: Path):
+def test_a_start_that_comes_to_stand_by_with_no_trial_running_is_dropped_unstarted(launcher: Launcher, tmp_path: Path):
     ended = _start(launcher, tmp_path, "pass")
     assert _wait(ended) == 0
-    waiting = _stand_by(launcher, tmp_path / "next", "open('ran', 'w').close()", after={ended.ident: "0"})
+    waiting = _stand_by(launcher, tmp_path / "next", "open('ran', 'w').close()")
     events = _lines_until(launcher, lambda seen: ("unstaged", waiting.ident) in seen)
     assert not any(event[0] in ("slot", "started", "failed") for event in events)
     time.sleep(0.3)
@@ -478,11 +505,11 @@ def test_a_start_standing_by_for_trials_that_have_ended_is_dropped_unstarted(lau
 
 def test_a_cancelled_start_standing_by_never_runs(launcher: Launcher, tmp_path: Path):
     running = _start(launcher, tmp_path, "import time; time.sleep(60)")
-    waiting = _stand_by(launcher, tmp_path / "next", "open('ran', 'w').close()", after={running.ident: "0"})
+    waiting = _stand_by(launcher, tmp_path / "next", "open('ran', 'w').close()")
     launcher.cancel(waiting.ident)
     events = _lines_until(launcher, lambda seen: ("unstaged", waiting.ident) in seen)
     running.kill_now()
-    events += _lines_until(launcher, lambda seen: any(e[0] == "exit" and e[1] == running.ident for e in seen))
+    events += _lines_until(launcher, lambda seen: _ended(seen, running.ident))
     assert not any(event[0] in ("slot", "started") for event in events)
     time.sleep(0.3)
     assert not (tmp_path / "next" / "ran").exists()
@@ -492,7 +519,7 @@ def test_a_start_standing_by_never_runs_once_the_tuner_is_gone(tmp_path: Path, f
     """End-of-file kills the running trials, whose ends must not start what stood by for them."""
     launcher = Launcher()
     running = _start(launcher, tmp_path, "import time; time.sleep(60)")
-    _stand_by(launcher, tmp_path / "next", "open('ran', 'w').close()", after={running.ident: "0"})
+    _stand_by(launcher, tmp_path / "next", "open('ran', 'w').close()")
     launcher.close()
     assert _gone(running.pid, "time.sleep(60)")
     time.sleep(0.5)
