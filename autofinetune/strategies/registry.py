@@ -74,9 +74,9 @@ class OptionSpec:
 
     @classmethod
     def categorical(cls, name: str, default: str, choices: Tuple[str, ...], help: str,
-                    legacy: Optional[str] = None) -> "OptionSpec":
+                    legacy: Optional[str] = None, added: int = 1) -> "OptionSpec":
         """An option whose value is one of the words `choices` (`--strategy_option name=word`)."""
-        return cls(name, default, 0.0, 0.0, help, choices=tuple(choices), legacy=legacy)
+        return cls(name, default, 0.0, 0.0, help, choices=tuple(choices), legacy=legacy, added=added)
 
     def interval(self) -> str:
         """The range as users read it, e.g. "(0, 1]", or the choices, e.g. "redraw|fold"."""
@@ -149,6 +149,9 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
             OptionSpec("explore", 1.0, 0.0, 1000.0,
                        "rounds after the first in which every particle but the best restarts at an unexplored point (a whole number); 0 as the original",
                        legacy=0.0, added=2),
+            OptionSpec("scout", 0.0, 0.0, 1.0,
+                       "probability per round, after the exploration rounds, that the particle with the worst personal best restarts at an unexplored point; 0 as before",
+                       added=3),
         ),
     ),
     StrategyInfo(
@@ -172,6 +175,9 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
             OptionSpec.categorical("evaluate_mean", "on", ("on", "off"),
                                    "every generation after the first also evaluates CMA-ES's mean; off as the original",
                                    legacy="off"),
+            OptionSpec.categorical("mean_in_update", "on", ("on", "off"),
+                                   "with evaluate_mean, the mean is told to CMA-ES as a sample, or evaluated aside (every generation, the init point first) while CMA-ES samples popsize - 1",
+                                   added=3),
         ),
     ),
 )
