@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cma
@@ -109,7 +110,7 @@ class HAZero(Strategy):
         first_round: str = "centred",
         elitism: str = "on",
         evaluate_mean: str = "on",
-        mean_in_update: str = "on",
+        mirrors: str = "off",
     ) -> None:
         super().__init__(dim, init_point, popsize, seed)
         if self.dim < 2:
@@ -125,7 +126,7 @@ class HAZero(Strategy):
             raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
         if first_round not in FIRST_ROUNDS:
             raise ValueError(f"first_round must be one of {', '.join(FIRST_ROUNDS)}, got {first_round!r}")
-        for name, value in (("elitism", elitism), ("evaluate_mean", evaluate_mean), ("mean_in_update", mean_in_update)):
+        for name, value in (("elitism", elitism), ("evaluate_mean", evaluate_mean), ("mirrors", mirrors)):
             if value not in SWITCH:
                 raise ValueError(f"{name} must be one of {', '.join(SWITCH)}, got {value!r}")
         self.sigma0 = sigma0
@@ -136,12 +137,8 @@ class HAZero(Strategy):
         # cma needs two candidates per generation with its mirrors (the fold setting), three
         # without them (redraw); a smaller popsize is served cma's generation in chunks.
         smallest = 2 if boundary == "fold" else 3
-        #: Rows of each generation that are not cma's: the mean evaluated aside (row 0). Only
-        #: where cma then still has two parents (5 or more candidates): with one, its mean is a
-        #: point already evaluated.
-        self._aside = 1 if evaluate_mean == "on" and mean_in_update == "off" and self.popsize >= 5 else 0
-        self._cma_popsize = self.popsize * -(-smallest // self.popsize) if self.popsize < smallest else self.popsize - self._aside
-        self.mean_in_update = mean_in_update
+        self._cma_popsize = self.popsize * -(-smallest // self.popsize) if self.popsize < smallest else self.popsize
+        self.mirrors = mirrors
         if self.popsize < default_popsize(self.dim):
             logger.warning(
                 "HAZero: popsize %d is below CMA-ES's default population of %d for %d "
@@ -190,9 +187,10 @@ class HAZero(Strategy):
             options["CMA_elitist"] = True
         if self.boundary == "fold":
             options["bounds"] = [0.0, 1.0]
-        else:
-            # cma's selective mirrors are injected into the next generation; a redrawn mirror
-            # would leave cma an orphaned injection. Redrawing already keeps samples in the box.
+        elif self.mirrors == "off":
+            # cma's selective mirrors (its default below 6 candidates per generation) are
+            # injected into the next generation; a redrawn mirror leaves cma an orphaned
+            # injection (`mirrors=on` accepts that, see `_tell_es`).
             options["CMA_mirrors"] = 0
         return cma.CMAEvolutionStrategy(np.asarray(x0, dtype=float).tolist(), self.sigma0, options)
 
@@ -204,13 +202,6 @@ class HAZero(Strategy):
         row order, so a replay redraws exactly the same way.
         """
         assert self._es is not None
-        if self._aside:
-            # The mean evaluated aside: cma never hears of it, so its step-size and covariance
-            # updates see only the samples they drew (an injected mean is a zero step, which
-            # shrinks the step size early). Every generation, the first one's being the init point.
-            mean = np.clip(np.array(self._es.mean, dtype=float), 0.0, 1.0)
-            rows = [np.asarray(x, dtype=float) for x in self._es.ask()]
-            return [mean] + self._redrawn(rows)
         # With one parent (mu = 1, cma's choice for 3 or fewer candidates) the mean *is* a
         # point already evaluated: evaluating it again would waste a trial.
         if self.evaluate_mean == "on" and self._es.countiter > 0 and self._es.sp.weights.mu > 1:
@@ -221,11 +212,6 @@ class HAZero(Strategy):
             # mean is the init point, which the first generation surrounds already.
             self._es.inject([np.array(self._es.mean, dtype=float)], force=True)
         rows = [np.asarray(x, dtype=float) for x in self._es.ask()]
-        return self._redrawn(rows)
-
-    def _redrawn(self, rows: List[np.ndarray]) -> List[np.ndarray]:
-        """`rows` with `redraw`: each candidate outside the box redrawn, as `_new_generation` says."""
-        assert self._es is not None
         if self.boundary == "fold":
             return rows
         for i, x in enumerate(rows):
@@ -293,14 +279,26 @@ class HAZero(Strategy):
         if self._offset < len(self._gen):
             return  # popsize 1: the rest of cma's generation is handed out first
         # Failures (None/NaN/inf) are told as worse than every success of the generation.
-        # The mean evaluated aside (row 0) counts for the best point only, never for cma.
-        self._es.tell(self._gen[self._aside:], losses_with_failures_last(self._told[self._aside:]).tolist())
+        self._tell_es(self._gen, losses_with_failures_last(self._told).tolist())
         self._gen = None
         self._told = []
         self._offset = 0
         stop = self._es.stop()
         if stop:
             self._restart(stop)
+
+    def _tell_es(self, solutions: List[np.ndarray], values: List[float]) -> None:
+        """cma's tell, without its warning about an orphaned injected solution.
+
+        With `mirrors=on` and `redraw`, a selective mirror outside the box is replaced by a
+        fresh sample, which cma's update then treats as the ordinary sample it is; cma only
+        forgets the mirror it expected (after two generations) and warns each time. That is
+        expected here, not the calling-order bug the warning is meant to catch.
+        """
+        assert self._es is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", cma.evolution_strategy.InjectionWarning)
+            self._es.tell(solutions, values)
 
     def _restart(self, stop: Any) -> None:
         """Start a fresh ES around the best point so far: the round budget is the user's."""

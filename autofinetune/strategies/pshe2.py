@@ -32,10 +32,6 @@ FIRST_ROUNDS = ("spread", "centred")
 #: holder of the population best restarts at an unexplored point (chosen on the benchmark's main
 #: cells, docs/algorithms.md); 0 is the behaviour before this option existed.
 DEFAULT_EXPLORE = 1
-#: `scout`: the default probability, per round once the exploration rounds are over, that the
-#: particle with the worst personal best restarts at an unexplored point; 0 is the behaviour
-#: before this option existed.
-DEFAULT_SCOUT = 0.0
 #: Uniform candidates drawn per exploring particle; the one farthest from every point told so
 #: far and from the other particles' next points is taken.
 EXPLORE_CANDIDATES = 32
@@ -159,7 +155,6 @@ class PSHE2(Strategy):
         kick: str = "decaying",
         first_round: str = "spread",
         explore: float = DEFAULT_EXPLORE,
-        scout: float = DEFAULT_SCOUT,
     ) -> None:
         super().__init__(dim, init_point, popsize, seed)
         alpha = float(alpha)
@@ -179,11 +174,6 @@ class PSHE2(Strategy):
         if not (explore >= 0.0 and explore == int(explore)):
             raise ValueError(f"explore must be a whole number of rounds >= 0, got {explore}")
         self.explore = int(explore)
-        scout = float(scout)
-        # A probability per round.
-        if not (0.0 <= scout <= 1.0):
-            raise ValueError(f"scout must be in [0, 1], got {scout}")
-        self.scout = scout
         self.alpha = alpha
         self.epsilon = epsilon
         self.kick = kick
@@ -229,7 +219,6 @@ class PSHE2(Strategy):
             self.alpha, kick_size(self.epsilon, self._t, self.kick), self._rng,
         )
         self._explore(range(self.popsize), told)
-        self._scout(None)
 
     # -- asynchronous mode -----------------------------------------------------------------
 
@@ -259,7 +248,6 @@ class PSHE2(Strategy):
         )
         self._x[row], self._v[row] = x, v
         self._explore([i], told)
-        self._scout(i)
 
     # -- exploration rounds (`explore`) ----------------------------------------------------
 
@@ -278,60 +266,23 @@ class PSHE2(Strategy):
         round; an early round of new, far-apart points gives the swarm more basins to choose
         from (docs/algorithms.md, "What changed in issue 15, and why").
         """
-        if self.explore <= 0 and self.scout <= 0.0:
+        if self.explore <= 0:
             return
         for i in rows:
             self._told_rounds[i] += 1
-        if int(self._told_rounds.min()) > self.explore and self.scout <= 0.0:
+        if int(self._told_rounds.min()) > self.explore:
             self._seen = []  # no particle explores again: the history is not needed
             return
         self._seen.extend(told[i].copy() for i in rows)
         for i in rows:
             if self._told_rounds[i] > self.explore:
                 continue
-            if self._holds_g(i):
+            if self._g is not None and self._p_loss[i] == self._g_loss and np.array_equal(self._p[i], self._g):
                 continue
-            self._restart_far(i)
-
-    def _holds_g(self, i: int) -> bool:
-        return self._g is not None and self._p_loss[i] == self._g_loss and np.array_equal(self._p[i], self._g)
-
-    def _restart_far(self, i: int) -> None:
-        """Particle i restarts, with no velocity, personal best or step count, at the one of
-        `EXPLORE_CANDIDATES` uniform draws farthest from every point told and every other
-        particle's next point."""
-        candidates = self._rng.random((EXPLORE_CANDIDATES, self.dim))
-        others = np.vstack([np.array(self._seen), np.delete(self._x, i, axis=0)])
-        gaps = np.sqrt(((candidates[:, None, :] - others[None, :, :]) ** 2).sum(axis=-1)).min(axis=1)
-        self._x[i] = candidates[int(np.argmax(gaps))]
-        self._v[i] = 0.0
-        self._p_loss[i] = np.inf
-        self._t[i] = 0
-
-    def _scout(self, told: Optional[int]) -> None:
-        """After the exploration rounds: with probability `scout` per round, one particle
-        restarts at an unexplored point, as in an exploration round.
-
-        Synchronously the particle is the one with the worst personal best (never the holder of
-        the population best); asynchronously the particle just told, with probability
-        scout / popsize, so that the rate per round is the same.
-
-        Why: at small budgets on multimodal losses, random search's uniform draws keep finding
-        basins a converged swarm no longer visits (f22 Gallagher n=2 at 5 x 10); one far point
-        per round costs at most one candidate in popsize (docs/algorithms.md, "After the first
-        release").
-        """
-        if self.scout <= 0.0 or int(self._told_rounds.min()) <= self.explore:
-            return
-        if told is None:
-            if self._rng.random() >= self.scout:
-                return
-            order = [int(j) for j in np.argsort(-self._p_loss, kind="stable")]
-            candidates = [j for j in order if not self._holds_g(j)]
-            if not candidates:
-                return
-            self._restart_far(candidates[0])
-        else:
-            if self._rng.random() >= self.scout / self.popsize or self._holds_g(told):
-                return
-            self._restart_far(told)
+            candidates = self._rng.random((EXPLORE_CANDIDATES, self.dim))
+            others = np.vstack([np.array(self._seen), np.delete(self._x, i, axis=0)])
+            gaps = np.sqrt(((candidates[:, None, :] - others[None, :, :]) ** 2).sum(axis=-1)).min(axis=1)
+            self._x[i] = candidates[int(np.argmax(gaps))]
+            self._v[i] = 0.0
+            self._p_loss[i] = np.inf
+            self._t[i] = 0
