@@ -18,6 +18,11 @@ issue 15, and why"), and the rest is made dependable for long, resumable searche
   whenever a generation has nothing better (cma's ``CMA_elitist``), and ``evaluate_mean=on``
   makes the distribution's mean one candidate of every generation after the first. The
   original had neither (``off``).
+* Selective mirrors (`mirrors`): by default the worst candidates of a generation (about 16%
+  of them) are mirrored around the new mean into the next, at every generation size -- cma's
+  own default does so below 6 candidates only, and with `redraw` the original had none
+  (``mirrors=off``, the behaviour before the option). `fold` keeps cma's default, as the
+  original.
 * The first round (`first_round`): ``centred`` is CMA-ES's own first generation around the
   init point (the original's, and the default); ``spread`` evaluates the init point plus a
   space-filling Latin hypercube over the whole box and starts CMA-ES at the best of them.
@@ -26,7 +31,7 @@ issue 15, and why"), and the rest is made dependable for long, resumable searche
   end; a tuning run has a fixed budget of rounds, so instead of stopping we restart around the
   best point found so far and say so in a warning.
 * cma refuses a population of one (it needs two recombination weights), and of two without its
-  mirrored samples (which `redraw` turns off). With ``popsize=1`` we run cma with a population of
+  mirrored samples (which `redraw` never has at so few candidates). With ``popsize=1`` we run cma with a population of
   two (`fold`) or three (`redraw`), with ``popsize=2`` and `redraw` of four, and hand its
   candidates out popsize at a time, one round each.
 * Every random number comes from a private generator (`_Randn`) seeded from `seed` and the
@@ -54,7 +59,7 @@ SIGMA0 = 0.15
 BOUNDARIES = ("redraw", "fold")
 #: The first round: a space-filling spread around the init point, or CMA-ES's own (the original).
 FIRST_ROUNDS = ("spread", "centred")
-#: The words of an on/off option (elitism, evaluate_mean).
+#: The words of an on/off option (elitism, evaluate_mean, mirrors).
 SWITCH = ("on", "off")
 #: Redraws per candidate before it is clipped instead: a mean far outside the box (possible only
 #: when every in-box candidate failed) must not make `ask` loop for ever. The `cmaes` library
@@ -110,7 +115,7 @@ class HAZero(Strategy):
         first_round: str = "centred",
         elitism: str = "on",
         evaluate_mean: str = "on",
-        mirrors: str = "off",
+        mirrors: str = "on",
     ) -> None:
         super().__init__(dim, init_point, popsize, seed)
         if self.dim < 2:
@@ -186,11 +191,21 @@ class HAZero(Strategy):
             # cma re-uses the loss it was told.
             options["CMA_elitist"] = True
         if self.boundary == "fold":
+            # The original's: cma's BoundTransform, with cma's default mirrors (below 6
+            # candidates per generation); `mirrors` leaves it as it was.
             options["bounds"] = [0.0, 1.0]
-        elif self.mirrors == "off":
-            # cma's selective mirrors (its default below 6 candidates per generation) are
-            # injected into the next generation; a redrawn mirror leaves cma an orphaned
-            # injection (`mirrors=on` accepts that, see `_tell_es`).
+        elif self.mirrors == "on":
+            # Selective mirrors (Auger, Brockhoff & Hansen 2011, "Mirrored sampling in evolution
+            # strategies with weighted recombination", GECCO): the worst candidates of a
+            # generation, about 16% of them (cma's ratio for True), are mirrored around the new
+            # mean into the next one -- a step back from a bad direction costs no new randomness
+            # and, at a few generations, keeps more samples in the good half-space. cma's own
+            # default uses them below 6 candidates only; at every generation size they won on
+            # the benchmark's main and validation cells (docs/algorithms.md). A mirror outside
+            # the box is redrawn like any sample (see `_tell_es`).
+            options["CMA_mirrors"] = True
+        else:
+            # No mirrors: the behaviour with `redraw` before this option existed.
             options["CMA_mirrors"] = 0
         return cma.CMAEvolutionStrategy(np.asarray(x0, dtype=float).tolist(), self.sigma0, options)
 

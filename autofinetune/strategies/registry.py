@@ -172,9 +172,9 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
             OptionSpec.categorical("evaluate_mean", "on", ("on", "off"),
                                    "every generation after the first also evaluates CMA-ES's mean; off as the original",
                                    legacy="off"),
-            OptionSpec.categorical("mirrors", "off", ("off", "on"),
-                                   "with boundary=redraw, cma's selective mirrors (its default below 6 candidates per generation) are off, or on (a mirror outside the box is redrawn)",
-                                   added=3),
+            OptionSpec.categorical("mirrors", "on", ("on", "off"),
+                                   "with boundary=redraw, the worst candidates are mirrored around CMA-ES's new mean into the next generation (cma's selective mirrors, at every generation size), or not as before this option",
+                                   legacy="off", added=3),
         ),
     ),
 )
