@@ -64,7 +64,7 @@ NAMES = {
 #: Three disjoint sets of cells (functions x dimensions x (popsize, rounds)), sharing no
 #: function, no dimension and no budget. Choices are made on "main" and "validation" together
 #: and confirmed on "heldout" (the cells of issue 15, which have been looked at too often to
-#: choose on any more); see docs/algorithms.md, "What changed in issue 15, and why".
+#: choose on any more); see docs/algorithms.md, "The validation cells, and HAZero's mirrors".
 CELL_SETS = {
     # unimodal (f1, f6), ill-conditioned (f8, f11, f13), multimodal (f15, f20, f22)
     "main": ((1, 6, 8, 11, 13, 15, 20, 22), (2, 5, 10), ((5, 10), (10, 20))),

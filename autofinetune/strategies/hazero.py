@@ -31,9 +31,9 @@ issue 15, and why"), and the rest is made dependable for long, resumable searche
   end; a tuning run has a fixed budget of rounds, so instead of stopping we restart around the
   best point found so far and say so in a warning.
 * cma refuses a population of one (it needs two recombination weights), and of two without its
-  mirrored samples (which `redraw` never has at so few candidates). With ``popsize=1`` we run cma with a population of
-  two (`fold`) or three (`redraw`), with ``popsize=2`` and `redraw` of four, and hand its
-  candidates out popsize at a time, one round each.
+  mirrored samples (which `redraw` never has at so few candidates). With ``popsize=1`` we run
+  cma with a population of two (`fold`) or three (`redraw`), with ``popsize=2`` and `redraw` of
+  four, and hand its candidates out popsize at a time, one round each.
 * Every random number comes from a private generator (`_Randn`) seeded from `seed` and the
   restart count, so rebuilding the strategy and telling it the same losses replays it exactly;
   there is no pickle of cma's state (docs/algorithms.md, "State is a replay").
@@ -198,11 +198,11 @@ class HAZero(Strategy):
             # Selective mirrors (Auger, Brockhoff & Hansen 2011, "Mirrored sampling in evolution
             # strategies with weighted recombination", GECCO): the worst candidates of a
             # generation, about 16% of them (cma's ratio for True), are mirrored around the new
-            # mean into the next one -- a step back from a bad direction costs no new randomness
-            # and, at a few generations, keeps more samples in the good half-space. cma's own
-            # default uses them below 6 candidates only; at every generation size they won on
-            # the benchmark's main and validation cells (docs/algorithms.md). A mirror outside
-            # the box is redrawn like any sample (see `_tell_es`).
+            # mean into the next one: the opposite of a bad step is likely a good one, and it
+            # costs no new randomness. cma's own default uses them below 6 candidates only; at
+            # every generation size they won on the benchmark's main and validation cells
+            # (docs/algorithms.md, "The validation cells, and HAZero's mirrors"). A mirror
+            # outside the box is redrawn like any sample (see `_tell_es`).
             options["CMA_mirrors"] = True
         else:
             # No mirrors: the behaviour with `redraw` before this option existed.
