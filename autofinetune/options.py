@@ -143,8 +143,8 @@ OPTIONS: Tuple[Option, ...] = (
     Option("tuning_strategy", "--tuning_strategy", str, "pshe2", "pshe2 (default) | hazero | optuna.tpe, optuna.cmaes, optuna.gp (pip install autofinetune[optuna]) | an installed plugin's name",
            None, MATCH, "strategy"),
     Option("strategy_options", "--strategy_option", dict, None,
-           "a strategy constant, NAME=VALUE, repeatable (pshe2: alpha, epsilon, kick, first_round; hazero: sigma0, boundary, "
-           "first_round, elitism, evaluate_mean; optuna.tpe/optuna.gp: n_startup_trials; see docs/algorithms.md)",
+           "a strategy constant, NAME=VALUE, repeatable (pshe2: alpha, epsilon, kick, first_round, explore; hazero: sigma0, "
+           "boundary, first_round, elitism, evaluate_mean, mirrors; optuna.tpe/optuna.gp: n_startup_trials; see docs/algorithms.md)",
            None, MATCH, "strategy_options", legacy={}, metavar="NAME=VALUE"),
     Option("workers", "--workers", int, None, "CPU slots when there is no GPU (default: one per core)", between(1, 4096)),
     Option("seed", "--seed", int, None, "makes the proposed candidates repeatable (default: drawn and journaled)", between(0, 2**63 - 1),

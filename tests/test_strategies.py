@@ -80,6 +80,7 @@ def test_builtins_are_described_without_importing_them() -> None:
         OptionSpec.categorical("first_round", "centred", ("centred", "spread"), hazero.options[2].help, legacy="centred"),
         OptionSpec.categorical("elitism", "on", ("on", "off"), hazero.options[3].help, legacy="off"),
         OptionSpec.categorical("evaluate_mean", "on", ("on", "off"), hazero.options[4].help, legacy="off"),
+        OptionSpec.categorical("mirrors", "on", ("on", "off"), hazero.options[5].help, legacy="off", added=3),
     )
     assert STRATEGIES["pshe2"] is PSHE2 and STRATEGIES["hazero"] is HAZero
     assert set(STRATEGIES) == set(infos)
@@ -148,9 +149,11 @@ def test_check_strategy_fills_defaults_as_floats_and_words() -> None:
         "alpha": 0.3, "epsilon": 0.2, "kick": "constant", "first_round": "spread",
         "explore": 1.0}
     assert check_strategy("hazero", 2, 5) == {
-        "sigma0": 0.15, "boundary": "redraw", "first_round": "centred", "elitism": "on", "evaluate_mean": "on"}
+        "sigma0": 0.15, "boundary": "redraw", "first_round": "centred", "elitism": "on", "evaluate_mean": "on",
+        "mirrors": "on"}
     assert check_strategy("hazero", 2, 5, {"sigma0": 1}) == {
-        "sigma0": 1.0, "boundary": "redraw", "first_round": "centred", "elitism": "on", "evaluate_mean": "on"}
+        "sigma0": 1.0, "boundary": "redraw", "first_round": "centred", "elitism": "on", "evaluate_mean": "on",
+        "mirrors": "on"}
     strategy = make_strategy("pshe2", 2, np.full(2, 0.5), 3, 0, {"alpha": "0.3"})
     assert isinstance(strategy, PSHE2) and strategy.alpha == 0.3 and strategy.epsilon == 0.2
 

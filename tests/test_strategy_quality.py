@@ -69,7 +69,7 @@ class TestPSHE2Original(StrategyTestCase):
 
 def test_legacy_values_are_the_original_settings() -> None:
     assert ORIGINAL["hazero"] == {"sigma0": 0.1, "boundary": "fold", "first_round": "centred", "elitism": "off",
-                                  "evaluate_mean": "off"}
+                                  "evaluate_mean": "off", "mirrors": "off"}
     assert ORIGINAL["pshe2"] == {"alpha": 0.5, "epsilon": 0.2, "kick": "constant", "first_round": "centred",
                                  "explore": 0.0}
 
@@ -115,6 +115,19 @@ def test_a_journal_of_the_first_option_generation_resumes_without_the_later_opti
     assert journal_defaults("pshe2", first) == {**first, "explore": 0.0}
     assert resumed_options("pshe2", 3, 5, first, {}) == resumed_options("pshe2", 3, 5, first, first) == {**first, "explore": 0.0}
     assert [o.name for o in get_info("pshe2").options if o.added > 1] == ["explore"]
+
+
+def test_a_journal_of_the_second_option_generation_resumes_without_hazeros_mirrors() -> None:
+    """HAZero's `mirrors` came with generation 3: a journal of the releases before names every
+    older HAZero option, which keep their (unchanged) defaults, and resumes without mirrors --
+    how redrawing behaved then."""
+    before = {k: v for k, v in check_strategy("hazero", 3, 5).items() if k != "mirrors"}
+    assert journal_defaults("hazero", before) == {**before, "mirrors": "off"}
+    assert resumed_options("hazero", 3, 5, before, {}) == {**before, "mirrors": "off"}
+    assert [(o.name, o.added) for o in get_info("hazero").options if o.added > 1] == [("mirrors", 3)]
+    # and a search started without mirrors proposes what it proposed then
+    old = make_strategy("hazero", 3, np.full(3, 0.5), 4, 1, resumed_options("hazero", 3, 4, before, {}))
+    assert old._es is not None and old._es.sp.lam_mirr == 0  # type: ignore[attr-defined]
 
 
 def test_resumed_options_keep_the_behaviour_a_search_started_with() -> None:
@@ -185,7 +198,12 @@ def test_evaluate_mean_makes_the_mean_a_candidate_from_the_second_generation() -
     run_rounds(strategy, 1)
     assert strategy._es is not None
     mean = np.array(strategy._es.mean)
-    np.testing.assert_array_equal(strategy.ask()[0], mean)
+    # injected after cma's mirror of the first generation's worst candidate (row 0)
+    np.testing.assert_array_equal(strategy.ask()[1], mean)
+    unmirrored = HAZero(3, np.full(3, 0.5), 6, seed=1, mirrors="off")
+    run_rounds(unmirrored, 1)
+    assert unmirrored._es is not None
+    np.testing.assert_array_equal(unmirrored.ask()[0], np.array(unmirrored._es.mean))
     off = HAZero(3, np.full(3, 0.5), 6, seed=1, evaluate_mean="off")
     run_rounds(off, 1)
     assert off._es is not None and not np.array_equal(off.ask()[0], np.array(off._es.mean))
@@ -196,6 +214,49 @@ def test_evaluate_mean_never_repeats_a_point_with_one_parent() -> None:
     asked = run_rounds(HAZero(2, np.full(2, 0.5), 3, seed=0), 12)
     points = [tuple(p) for gen in asked for p in gen]
     assert len(set(points)) == len(points)
+
+
+class TestHAZeroWithoutMirrors(StrategyTestCase):
+    """Redrawing without mirrors (`mirrors=off`, the behaviour before the option) still meets
+    the whole contract."""
+
+    strategy_name = "hazero"
+    strategy_options = {"mirrors": "off"}
+
+
+@pytest.mark.parametrize("popsize", [4, 6, 12])
+def test_mirrors_put_cmas_selective_mirrors_in_every_generation_and_stay_in_the_box(popsize: int) -> None:
+    """mirrors=on (the default): whatever the generation size, cma mirrors its worst
+    candidates (about 16%) around the new mean into the next generation; a mirror outside the
+    box is redrawn like any sample, cma's warning about the mirror it then misses does not
+    reach the user, and a replay proposes the same points. mirrors=off has none, as before."""
+    import warnings
+
+    on = HAZero(4, np.full(4, 0.5), popsize, seed=3)
+    off = HAZero(4, np.full(4, 0.5), popsize, seed=3, mirrors="off")
+    assert on._es is not None and on._es.sp.lam_mirr == max(1, round(0.159 * popsize))
+    assert off._es is not None and off._es.sp.lam_mirr == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # cma's InjectionWarning included
+        asked = run_rounds(on, 10, corner)
+    assert on.redraws > 0  # the corner pushes samples, mirrors included, out of the box
+    for gen in asked:
+        assert np.all((gen >= 0.0) & (gen <= 1.0))
+    replayed = HAZero(4, np.full(4, 0.5), popsize, seed=3)
+    for gen in asked[:-1]:
+        replayed.tell([corner(x) for x in gen])
+    np.testing.assert_array_equal(replayed.ask(), asked[-1])
+    np.testing.assert_array_equal(run_rounds(off, 1, corner)[0], asked[0])  # the same first generation
+    assert not np.array_equal(run_rounds(off, 2, corner)[1], asked[2])
+
+
+def test_mirrors_leave_fold_as_the_original_had_it() -> None:
+    """`fold` always had cma's default mirrors (below 6 candidates): the option changes nothing
+    there, so the original's settings reproduce whatever `mirrors` says."""
+    for popsize in (4, 8):
+        on = run_rounds(HAZero(3, np.full(3, 0.4), popsize, seed=2, boundary="fold", mirrors="on"), 6, corner)
+        off = run_rounds(HAZero(3, np.full(3, 0.4), popsize, seed=2, boundary="fold", mirrors="off"), 6, corner)
+        np.testing.assert_array_equal(np.array(on), np.array(off))
 
 
 def test_elitism_is_cmas_elitist_option() -> None:

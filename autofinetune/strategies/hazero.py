@@ -18,6 +18,11 @@ issue 15, and why"), and the rest is made dependable for long, resumable searche
   whenever a generation has nothing better (cma's ``CMA_elitist``), and ``evaluate_mean=on``
   makes the distribution's mean one candidate of every generation after the first. The
   original had neither (``off``).
+* Selective mirrors (`mirrors`): by default the worst candidates of a generation (about 16%
+  of them) are mirrored around the new mean into the next, at every generation size -- cma's
+  own default does so below 6 candidates only, and with `redraw` the original had none
+  (``mirrors=off``, the behaviour before the option). `fold` keeps cma's default, as the
+  original.
 * The first round (`first_round`): ``centred`` is CMA-ES's own first generation around the
   init point (the original's, and the default); ``spread`` evaluates the init point plus a
   space-filling Latin hypercube over the whole box and starts CMA-ES at the best of them.
@@ -26,9 +31,9 @@ issue 15, and why"), and the rest is made dependable for long, resumable searche
   end; a tuning run has a fixed budget of rounds, so instead of stopping we restart around the
   best point found so far and say so in a warning.
 * cma refuses a population of one (it needs two recombination weights), and of two without its
-  mirrored samples (which `redraw` turns off). With ``popsize=1`` we run cma with a population of
-  two (`fold`) or three (`redraw`), with ``popsize=2`` and `redraw` of four, and hand its
-  candidates out popsize at a time, one round each.
+  mirrored samples (which `redraw` never has at so few candidates). With ``popsize=1`` we run
+  cma with a population of two (`fold`) or three (`redraw`), with ``popsize=2`` and `redraw` of
+  four, and hand its candidates out popsize at a time, one round each.
 * Every random number comes from a private generator (`_Randn`) seeded from `seed` and the
   restart count, so rebuilding the strategy and telling it the same losses replays it exactly;
   there is no pickle of cma's state (docs/algorithms.md, "State is a replay").
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cma
@@ -53,7 +59,7 @@ SIGMA0 = 0.15
 BOUNDARIES = ("redraw", "fold")
 #: The first round: a space-filling spread around the init point, or CMA-ES's own (the original).
 FIRST_ROUNDS = ("spread", "centred")
-#: The words of an on/off option (elitism, evaluate_mean).
+#: The words of an on/off option (elitism, evaluate_mean, mirrors).
 SWITCH = ("on", "off")
 #: Redraws per candidate before it is clipped instead: a mean far outside the box (possible only
 #: when every in-box candidate failed) must not make `ask` loop for ever. The `cmaes` library
@@ -109,6 +115,7 @@ class HAZero(Strategy):
         first_round: str = "centred",
         elitism: str = "on",
         evaluate_mean: str = "on",
+        mirrors: str = "on",
     ) -> None:
         super().__init__(dim, init_point, popsize, seed)
         if self.dim < 2:
@@ -124,7 +131,7 @@ class HAZero(Strategy):
             raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
         if first_round not in FIRST_ROUNDS:
             raise ValueError(f"first_round must be one of {', '.join(FIRST_ROUNDS)}, got {first_round!r}")
-        for name, value in (("elitism", elitism), ("evaluate_mean", evaluate_mean)):
+        for name, value in (("elitism", elitism), ("evaluate_mean", evaluate_mean), ("mirrors", mirrors)):
             if value not in SWITCH:
                 raise ValueError(f"{name} must be one of {', '.join(SWITCH)}, got {value!r}")
         self.sigma0 = sigma0
@@ -136,6 +143,7 @@ class HAZero(Strategy):
         # without them (redraw); a smaller popsize is served cma's generation in chunks.
         smallest = 2 if boundary == "fold" else 3
         self._cma_popsize = self.popsize * -(-smallest // self.popsize) if self.popsize < smallest else self.popsize
+        self.mirrors = mirrors
         if self.popsize < default_popsize(self.dim):
             logger.warning(
                 "HAZero: popsize %d is below CMA-ES's default population of %d for %d "
@@ -183,10 +191,21 @@ class HAZero(Strategy):
             # cma re-uses the loss it was told.
             options["CMA_elitist"] = True
         if self.boundary == "fold":
+            # The original's: cma's BoundTransform, with cma's default mirrors (below 6
+            # candidates per generation); `mirrors` leaves it as it was.
             options["bounds"] = [0.0, 1.0]
+        elif self.mirrors == "on":
+            # Selective mirrors (Auger, Brockhoff & Hansen 2011, "Mirrored sampling in evolution
+            # strategies with weighted recombination", GECCO): the worst candidates of a
+            # generation, about 16% of them (cma's ratio for True), are mirrored around the new
+            # mean into the next one: the opposite of a bad step is likely a good one, and it
+            # costs no new randomness. cma's own default uses them below 6 candidates only; at
+            # every generation size they won on the benchmark's main and validation cells
+            # (docs/algorithms.md, "The validation cells, and HAZero's mirrors"). A mirror
+            # outside the box is redrawn like any sample (see `_tell_es`).
+            options["CMA_mirrors"] = True
         else:
-            # cma's selective mirrors are injected into the next generation; a redrawn mirror
-            # would leave cma an orphaned injection. Redrawing already keeps samples in the box.
+            # No mirrors: the behaviour with `redraw` before this option existed.
             options["CMA_mirrors"] = 0
         return cma.CMAEvolutionStrategy(np.asarray(x0, dtype=float).tolist(), self.sigma0, options)
 
@@ -275,13 +294,26 @@ class HAZero(Strategy):
         if self._offset < len(self._gen):
             return  # popsize 1: the rest of cma's generation is handed out first
         # Failures (None/NaN/inf) are told as worse than every success of the generation.
-        self._es.tell(self._gen, losses_with_failures_last(self._told).tolist())
+        self._tell_es(self._gen, losses_with_failures_last(self._told).tolist())
         self._gen = None
         self._told = []
         self._offset = 0
         stop = self._es.stop()
         if stop:
             self._restart(stop)
+
+    def _tell_es(self, solutions: List[np.ndarray], values: List[float]) -> None:
+        """cma's tell, without its warning about an orphaned injected solution.
+
+        With `mirrors=on` and `redraw`, a selective mirror outside the box is replaced by a
+        fresh sample, which cma's update then treats as the ordinary sample it is; cma only
+        forgets the mirror it expected (after two generations) and warns each time. That is
+        expected here, not the calling-order bug the warning is meant to catch.
+        """
+        assert self._es is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", cma.evolution_strategy.InjectionWarning)
+            self._es.tell(solutions, values)
 
     def _restart(self, stop: Any) -> None:
         """Start a fresh ES around the best point so far: the round budget is the user's."""

@@ -74,9 +74,9 @@ class OptionSpec:
 
     @classmethod
     def categorical(cls, name: str, default: str, choices: Tuple[str, ...], help: str,
-                    legacy: Optional[str] = None) -> "OptionSpec":
+                    legacy: Optional[str] = None, added: int = 1) -> "OptionSpec":
         """An option whose value is one of the words `choices` (`--strategy_option name=word`)."""
-        return cls(name, default, 0.0, 0.0, help, choices=tuple(choices), legacy=legacy)
+        return cls(name, default, 0.0, 0.0, help, choices=tuple(choices), legacy=legacy, added=added)
 
     def interval(self) -> str:
         """The range as users read it, e.g. "(0, 1]", or the choices, e.g. "redraw|fold"."""
@@ -172,6 +172,9 @@ BUILTINS: Tuple[StrategyInfo, ...] = (
             OptionSpec.categorical("evaluate_mean", "on", ("on", "off"),
                                    "every generation after the first also evaluates CMA-ES's mean; off as the original",
                                    legacy="off"),
+            OptionSpec.categorical("mirrors", "on", ("on", "off"),
+                                   "with boundary=redraw, the worst candidates are mirrored around CMA-ES's new mean into the next generation (cma's selective mirrors, at every generation size), or not as before this option",
+                                   legacy="off", added=3),
         ),
     ),
 )
