@@ -90,7 +90,9 @@ Measured with a profiler on the 2-core machine, a no-op trial's end cost the sea
 about 2.3 ms waiting for three fsyncs, 5 ms waiting for the launcher's answer to a start, ~4 ms
 of VisualDL writer per finished trial, and the launcher ~3 ms of CPU scanning /proc twice. Now:
 
-- the next queued trials do not wait for the search to learn of an end: once every slot is
+- (off by default, `backends/local.STAND_BY_PER_SLOT`: it did not raise (a) here, and made a
+  one-slot pruned search's decisions depend on timing) the next queued trials need not wait
+  for the search to learn of an end: once every slot is
   busy, up to one per slot is handed to the launcher ahead of time, and the first of them starts
   the moment any running trial ends, in that trial's slot (its CUDA_VISIBLE_DEVICES), before
   that end is even written to the search (`_launcher.py`'s protocol, `backends/local._StandingBy`).
