@@ -426,14 +426,10 @@ def create_log(path: Any) -> int:
     O_EXCL after the removal: the log is a file this call made, never a link (symbolic or hard)
     to a file elsewhere, nor a FIFO the tuner would block on (docs/security.md).
     """
-    # O_EXCL never opens what exists (a FIFO, a link: it fails instead), so no O_NONBLOCK is
-    # needed; the name is cleared only when something is there (a retry, or a planted file).
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        return os.open(path, flags, 0o666)
-    except FileExistsError:
-        clear_path(path)
-        return os.open(path, flags, 0o666)
+    clear_path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC | _SAFE_OPEN, 0o666)
+    os.set_blocking(fd, True)
+    return fd
 
 
 def prepare_files(spec: TrialSpec) -> int:
@@ -443,21 +439,13 @@ def prepare_files(spec: TrialSpec) -> int:
     No earlier attempt's result can be read as this one's, and nothing an earlier attempt
     planted at either name (a FIFO, a symlink, a folder) survives to be opened by the tuner.
     """
-    try:
-        log_fd = create_log(spec.log_path)
-    except FileNotFoundError:  # its folder is missing (a Dask worker's first trial of a round)
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_fd = create_log(spec.log_path)
-    try:
-        clear_path(spec.result_path)
-        if spec.stop_path is not None:
-            clear_path(spec.stop_path)  # an earlier attempt's stop request is not this one's
-        if spec.intermediate_path is not None:
-            os.close(create_log(spec.intermediate_path))
-    except BaseException:
-        os.close(log_fd)
-        raise
-    return log_fd
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    clear_path(spec.result_path)
+    if spec.stop_path is not None:
+        clear_path(spec.stop_path)  # an earlier attempt's stop request is not this one's
+    if spec.intermediate_path is not None:
+        os.close(create_log(spec.intermediate_path))
+    return create_log(spec.log_path)
 
 
 def _say_lost(output: int, argv: List[str], error: Exception) -> None:

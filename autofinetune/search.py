@@ -290,9 +290,6 @@ class Search:
         # curves of every trial's latest attempt, and the worst final score so far (what a
         # pruned trial's told score is capped at, docs/pruning.md).
         self._readers: Dict[str, Tuple[TrialRecord, IntermediateReader]] = {}
-        #: The attempts whose process has started: only their files are looked at between ends
-        #: (a 500-candidate round queues 500 attempts; a stat of each per look grew with the queue).
-        self._watched: Dict[str, None] = {}  # a dict for its order: looks read the earlier starts first
         self.curves: Dict[Tuple[int, int], List[Tuple[int, float]]] = {}
         self.worst_final: Optional[float] = None
         self._next_look = 0.0
@@ -453,15 +450,10 @@ class Search:
         the policy may launch more while this runs."""
         while self._pending:
             outcomes = self.backend.wait_any(self._until_next_look())
-            # Every report of the trials that ended, before any of those still running: a trial
-            # that took an ended trial's slot (the launcher starts it at once, docs/overhead.md)
-            # may have reported already, and the pruner must see the ended trial's reports first,
-            # as it would have without that head start.
-            for outcome in outcomes:
-                self._read_intermediates(outcome.spec.key, final=True)
             self._look_at_intermediates()
             for outcome in outcomes:
                 record = self._pending[outcome.spec.key]
+                self._read_intermediates(outcome.spec.key, final=True)  # every report before the end
                 if self._maybe_retry(record, outcome):
                     continue
                 del self._pending[outcome.spec.key]
@@ -471,7 +463,7 @@ class Search:
     # -- intermediate results (docs/pruning.md) --------------------------------------------------
     def _until_next_look(self) -> Optional[float]:
         """How long the backend may block before the intermediate files are due a look."""
-        if not self._readers:  # not only the started ones: a start is learnt inside the backend's wait
+        if not self._readers:
             return None
         return max(0.0, self._next_look - time.monotonic())
 
@@ -480,14 +472,12 @@ class Search:
         if now < self._next_look:
             return
         self._next_look = now + (PRUNING_LOOK if self.config.pruner != "none" else CURVES_LOOK)
-        for key in list(self._watched):
+        for key in list(self._readers):
             self._read_intermediates(key)
 
     def _read_intermediates(self, key: str, final: bool = False) -> None:
         """Journal, show and judge what the trial reported since the last look; ask it to stop
         when the pruner says so. `final`: the trial has ended, so this is the last look."""
-        if final:
-            self._watched.pop(key, None)
         entry = self._readers.pop(key, None) if final else self._readers.get(key)
         if entry is None:
             return
@@ -629,8 +619,6 @@ class Search:
     def _on_process_start(self, spec: TrialSpec, slot: Slot, identity: ProcessIdentity) -> None:
         record, _ = self._specs[spec.key]
         record.status = Status.RUNNING
-        if spec.key in self._readers:
-            self._watched[spec.key] = None
         record.slot, record.gpu = slot.label, slot.gpu
         try:
             self.journal.append(StartedEvent(round=record.round, index=record.index, attempt=record.attempt, pid=identity.pid,
