@@ -18,16 +18,8 @@ get SIGTERM, then SIGKILL after the trial's kill grace.
 
 Standard library only; run as `python -I -S _launcher.py FD PARENT_PID`. Protocol, one line
 each way: in, JSON `{"op": "start", "id", "argv", "env", "cwd", "grace"}` with the trial's log
-descriptor attached (SCM_RIGHTS), `{"op": "signal", "id", "sig"}`, or `{"op": "cancel", "id"}`;
-out, `ready FENCE`, `started ID PID COOKIE JSON-CGROUP-PATH-OR-null`, `failed ID JSON-MESSAGE`,
-`exit ID STATUS` (STATUS negative for a signal), `slot ID AFTER`, `unstaged ID`.
-
-A start may stand by (`"standby": true`): the starts standing by wait in order, and the first
-is made the moment any running trial ends, in that trial's slot (its CUDA_VISIBLE_DEVICES),
-before that trial's exit is even written (`slot ID AFTER`, then its `started` or `failed`,
-then `exit AFTER ...`). The slot is never idle for the tuner's round trip (docs/overhead.md).
-A start that comes to stand by while no trial runs is dropped (`unstaged ID`), as is one
-cancelled (`cancel`) before it ran.
+descriptor attached (SCM_RIGHTS), or `{"op": "signal", "id", "sig"}`; out, `ready FENCE`,
+`started ID PID COOKIE JSON-CGROUP-PATH-OR-null`, `failed ID JSON-MESSAGE`, `exit ID STATUS` (STATUS negative for a signal).
 """
 import errno
 import gc
@@ -344,9 +336,6 @@ class Launcher:
         self.cleanups = {}  # id -> when its leftovers get SIGKILL
         self.buffer = b""
         self.fds = []
-        #: The starts standing by, in order: (the request, its log descriptor).
-        self.standby = []
-        self.devices = {}  # id -> CUDA_VISIBLE_DEVICES of each running trial: its slot, for a start standing by
         self.tuner_gone = False
         subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -469,48 +458,15 @@ class Launcher:
         finally:
             os.close(fd)
         self.trials[pid] = (ident, float(request.get("grace", 5.0)))
-        self.devices[ident] = str(env.get("CUDA_VISIBLE_DEVICES", ""))
         self.cookies[ident] = cookie
         self.groups[ident] = pid
         if cgroup is not None:
             self.cgroup_of[ident] = cgroup
         self.send(f"started {ident} {pid} {cookie} {json.dumps(cgroup)}")
 
-    def stand_by(self, request: dict, fd) -> None:
-        """Keep a start for the moment a running trial ends (the module's docstring)."""
-        if not self.trials or fd is None:
-            if fd is not None:
-                os.close(fd)
-            self.send(f"unstaged {int(request['id'])}")
-            return
-        self.standby.append((request, fd))
-
-    def take_the_slot(self, ended: int) -> None:
-        """`ended` has just been reaped: the first start standing by runs now, in its slot."""
-        devices = self.devices.pop(ended, None)
-        if not self.standby or devices is None or self.tuner_gone:
-            return  # nothing stands by; or the tuner is gone, and nothing starts any more
-        request, fd = self.standby.pop(0)
-        request = dict(request, env=dict(request.get("env") or {}, CUDA_VISIBLE_DEVICES=devices))
-        self.send(f"slot {int(request['id'])} {ended}")
-        self.start(request, fd)
-
-    def cancel(self, ident: int) -> None:
-        for position, (request, fd) in enumerate(self.standby):
-            if int(request["id"]) == ident:
-                del self.standby[position]
-                os.close(fd)
-                self.send(f"unstaged {ident}")
-                return
-
     def handle(self, request: dict, fd) -> None:
         if request.get("op") == "start":
-            if request.get("standby"):
-                self.stand_by(request, fd)
-            else:
-                self.start(request, fd)
-        elif request.get("op") == "cancel":
-            self.cancel(int(request["id"]))
+            self.start(request, fd)
         elif request.get("op") == "signal":
             ident = int(request["id"])
             if ident in self.cookies:
@@ -555,7 +511,6 @@ class Launcher:
                 continue
             ident, grace = trial
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            self.take_the_slot(ident)
             self.send(f"exit {ident} {code}")
             if self.signal_trials([ident], signal.SIGTERM):
                 self.cleanups[ident] = time.monotonic() + grace  # SIGKILL for what is left after the grace
@@ -619,10 +574,7 @@ class Launcher:
                     self.read()
             self.reap()
             self.due_cleanups()
-        # The tuner is gone: nobody will wait for a grace or read a status, and no start stands by.
-        for _request, fd in self.standby:
-            os.close(fd)
-        self.standby = []
+        # The tuner is gone: nobody will wait for a grace or read a status.
         self.signal_trials(list(self.cookies), signal.SIGKILL)
         self.cgroups.close(self.reap)
         return 0

@@ -487,10 +487,6 @@ class Launcher:
         #: Answers to start requests not yet taken: id -> (pid, cookie, cgroup) or the failure.
         self._started: Dict[int, Tuple[int, Optional[str], Optional[str]]] = {}
         self._failed: Dict[int, str] = {}
-        #: A start that stood by, made in the slot of the trial that ended: id -> that trial's id.
-        self._slots: Dict[int, int] = {}
-        #: Starts that stood by and were dropped (cancelled, or none of their trials still ran).
-        self._unstaged: List[int] = []
         self._next_id = 0
         self.lost = False
         self._fence: Optional[str] = None
@@ -524,20 +520,14 @@ class Launcher:
             raise OSError(self._failed.pop(ident))
         return (ident, *self._started.pop(ident))
 
-    def request_start(self, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int, kill_grace: float,
-                      standby: bool = False) -> int:
+    def request_start(self, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int, kill_grace: float) -> int:
         """Ask for a trial to be started and return its id at once; the launcher's answer comes
         with the exits (`take_started`, `take_failed`), so the tuner does its bookkeeping while
-        the launcher spawns. `standby`: it starts, after those standing by before it, when a
-        running trial ends, with that trial's CUDA_VISIBLE_DEVICES (`take_slots` says which; or
-        `take_unstaged`, when no trial was running as it came). LauncherLost if the launcher is gone."""
+        the launcher spawns. LauncherLost if the launcher is gone."""
         self._next_id += 1
         ident = self._next_id
-        message: Dict[str, Any] = {"op": "start", "id": ident, "argv": list(argv), "env": dict(env), "cwd": cwd,
-                                   "grace": kill_grace}
-        if standby:
-            message["standby"] = True
-        request = json.dumps(message) + "\n"
+        request = json.dumps({"op": "start", "id": ident, "argv": list(argv), "env": dict(env), "cwd": cwd,
+                              "grace": kill_grace}) + "\n"
         try:
             data = request.encode()
             sent = socket.send_fds(self._sock, [data], [output])
@@ -558,34 +548,16 @@ class Launcher:
         failed, self._failed = self._failed, {}
         return failed
 
-    def take_slots(self) -> Dict[int, int]:
-        """id -> the id of the trial whose slot it took, for starts that stood by, in the order they started."""
-        slots, self._slots = self._slots, {}
-        return slots
-
-    def take_unstaged(self) -> List[int]:
-        """The ids of starts that stood by and were dropped without running."""
-        unstaged, self._unstaged = self._unstaged, []
-        return unstaged
-
     def signal(self, ident: int, sig: int) -> None:
-        self._send({"op": "signal", "id": ident, "sig": int(sig)})
-
-    def cancel(self, ident: int) -> None:
-        """Drop a start that stands by; `take_unstaged` says when it is dropped, or its slot
-        and start come as usual when it had already run."""
-        self._send({"op": "cancel", "id": ident})
-
-    def _send(self, message: Dict[str, Any]) -> None:
         try:
-            self._sock.sendall((json.dumps(message) + "\n").encode())
+            self._sock.sendall((json.dumps({"op": "signal", "id": ident, "sig": int(sig)}) + "\n").encode())
         except OSError:
             self.lost = True
 
     def exits(self, wait: Optional[float]) -> List[Tuple[int, int]]:
         """(id, status) of trials that ended, waiting up to `wait` seconds (None: forever) for one
         (or for the answer to a start request)."""
-        if not (self._exits or self._started or self._failed or self._slots or self._unstaged or self.lost):
+        if not self._exits and not self._started and not self._failed and not self.lost:
             line = self._line(wait)
             if line is not None:
                 self._note(line)
@@ -613,7 +585,7 @@ class Launcher:
         word, _, rest = line.partition(" ")
         head, _, tail = rest.partition(" ")
         try:
-            if word == "ready":  # the first line, if something else read it before `fence` did
+            if word == "ready":  # the first line, if something else read it before `wait_ready` did
                 self._fence = rest
             elif word == "exit":
                 self._exits.append((int(head), int(tail)))
@@ -624,10 +596,6 @@ class Launcher:
                 except ValueError:
                     path = None
                 self._started[int(head)] = (int(pid), cookie or None, path if isinstance(path, str) else None)
-            elif word == "slot":
-                self._slots[int(head)] = int(tail)
-            elif word == "unstaged":
-                self._unstaged.append(int(head))
             elif word == "failed":
                 try:
                     message = str(json.loads(tail))
@@ -717,15 +685,13 @@ class TrialProcess:
     @classmethod
     def begin(cls, launcher: Launcher, argv: List[str], env: Mapping[str, str], cwd: Optional[str], output: int,
               timeout: Optional[float], kill_grace: float, stop_path: Optional[Path] = None,
-              prune_grace: float = 30.0, standby: bool = False) -> "TrialProcess":
+              prune_grace: float = 30.0) -> "TrialProcess":
         """Like `start`, without waiting for the launcher's answer: `pid` is None until the owner
         hands it over (`started_as`), from `Launcher.take_started`. Signals work meanwhile: the
-        launcher handles requests in order, so a stop sent now reaches the trial once it runs.
-        `standby`: a start that stands by (`Launcher.request_start`); the owner calls `runs_from`
-        once it has taken a slot."""
+        launcher handles requests in order, so a stop sent now reaches the trial once it runs."""
         started = time.monotonic()
         try:
-            ident = launcher.request_start(argv, env, cwd, output, kill_grace, standby)
+            ident = launcher.request_start(argv, env, cwd, output, kill_grace)
         except LauncherLost as error:
             _say_lost(output, argv, error)
             raise
@@ -733,12 +699,6 @@ class TrialProcess:
 
     def started_as(self, pid: int, cookie: Optional[str], cgroup: Optional[str]) -> None:
         self.pid, self.cookie, self.cgroup = pid, cookie, cgroup
-
-    def runs_from(self, now: float) -> None:
-        """A start that stood by has just been made: its time (and timeout) counts from now."""
-        if self.deadline is not None:
-            self.deadline = now + (self.deadline - self.started)
-        self.started = self._next_stop_look = now
 
     def request_stop(self, reason: Status, grace: float, now: float) -> None:
         """TERM the trial now and KILL it `grace` seconds later; a later request can only shorten the grace."""

@@ -90,19 +90,8 @@ Measured with a profiler on the 2-core machine, a no-op trial's end cost the sea
 about 2.3 ms waiting for three fsyncs, 5 ms waiting for the launcher's answer to a start, ~4 ms
 of VisualDL writer per finished trial, and the launcher ~3 ms of CPU scanning /proc twice. Now:
 
-- (off by default, `backends/local.STAND_BY_PER_SLOT`: it did not raise (a) here, and made a
-  one-slot pruned search's decisions depend on timing) the next queued trials need not wait
-  for the search to learn of an end: once every slot is
-  busy, up to one per slot is handed to the launcher ahead of time, and the first of them starts
-  the moment any running trial ends, in that trial's slot (its CUDA_VISIBLE_DEVICES), before
-  that end is even written to the search (`_launcher.py`'s protocol, `backends/local._StandingBy`).
-  They are cancelled when the search stops, and go back to the head of the queue if they reach
-  the launcher when nothing runs. Before, the slot sat idle while the launcher told the search
-  and the search answered with a start (~1-1.5 ms a trial here). With one standing by, 11 % of
-  a 300-trial search's starts came out of order (two ends close together, the second before
-  the next stand-by reached the launcher); with one per slot, none in the same search;
-- a slot freed anyway (a trial that could not start) takes the next queued trial first, before
-  the search journals and shows the trial that ended (`backends/local.py`, `_fill` in `_drain_exits`);
+- a freed slot takes the next queued trial first, before the search journals and shows the
+  trial that ended (`backends/local.py`, `_fill` in `_drain_exits`);
 - the start request does not wait for the launcher's answer (`TrialProcess.begin`): the pid
   comes with the next exits, and the search does its bookkeeping meanwhile;
 - `queued`, `started` and `intermediate` lines are not fsync'd (`journal.NOT_FSYNCED` says why:
@@ -122,12 +111,17 @@ of VisualDL writer per finished trial, and the launcher ~3 ms of CPU scanning /p
 - the launcher scans `/proc` once at a trial's end, and again after the grace only if something
   of the trial was still running; with the cgroup fence it reads the trial's `cgroup.procs`
   instead and scans nothing;
-- the trial's intermediate-results file is looked at with one `stat` while it has not grown,
-  and only once the trial has started (every queued attempt's was looked at, once a second: a
-  500-candidate round made ~17 failed `stat`s per finished trial);
-- files are made with the fewest calls that keep docs/security.md's guarantees: a trial's log
-  and intermediate file with one `O_EXCL` open (cleared and made again only when something sits
-  at the name), VisualDL records and `trials.csv` rows with one unbuffered write.
+- the trial's intermediate-results file is looked at with one `stat` while it has not grown;
+- VisualDL records and `trials.csv` rows are written with one unbuffered write each.
+
+Tried and taken out again (2026-12-08): handing the next queued trials to the launcher ahead
+of time, to start the moment a running trial ends in that trial's slot, so no slot waits for
+the launcher-search round trip (commit ddcdbc0 has it whole, with tests). On this 2-core
+machine it did not raise (a) (an interleaved A/B: 0.775 against 0.754 of bare, within the
+noise): a no-op benchmark is CPU-bound here, and what competes with the trials is the tuner's
+~2 ms and the launcher's ~1 ms of CPU per trial, not an idle slot. With one slot it also let a
+pruned search's decisions depend on timing (a trial started at its predecessor's end can report
+before the search has read that end).
 
 ## The search's start-up
 

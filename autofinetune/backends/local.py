@@ -22,33 +22,10 @@ from ..runner import (FAILED, INTERRUPTED, Launcher, ProcessIdentity, TrialOutco
 from .base import OnStart, wait_for_outcomes
 
 
-#: Starts handed to the launcher ahead of time, per slot (`_StandingBy`). Off (0) for now: on the
-#: 2-core benchmark it did not raise the launch rate (A/B medians 0.754 vs 0.775 of bare, within
-#: the noise), and with one slot a pruned search's decisions came to depend on timing (a trial
-#: started at its predecessor's end may report before the search has read that end;
-#: tests/test_pruning.py::test_resume_after_sigkill_makes_the_same_decisions failed 1 run in 3).
-#: The launcher's side is kept and tested (tests/test_launcher.py); docs/overhead.md says more.
-STAND_BY_PER_SLOT = 0
-
-
 @dataclass
 class _Running:
     spec: TrialSpec
     slot: Slot
-    trial: TrialProcess
-    #: Its slot went to the start that stood by for it: its end frees nothing.
-    slot_passed: bool = False
-
-
-@dataclass
-class _StandingBy:
-    """A queued trial handed to the launcher ahead of time, to start the moment a running trial
-    ends, in that trial's slot (`runner.Launcher.request_start`'s `standby`): the slot is not
-    idle while the launcher tells the search of the end and the search answers with a start
-    (~1 ms per trial on two cores, docs/overhead.md). As many stand by as there are slots, so
-    ends that come close together each find one."""
-
-    spec: TrialSpec
     trial: TrialProcess
 
 
@@ -72,8 +49,6 @@ class LocalBackend:
         self._free: Deque[Slot] = deque(self.slots)
         self._queue: Deque[TrialSpec] = deque()
         self._running: Dict[int, _Running] = {}  # by the launcher's trial id
-        self._standing_by: Deque[_StandingBy] = deque()  # in the launcher's order
-        self._stop_grace: Optional[float] = None  # once stopping: the grace a late start gets (0: kill)
         self._launching = True
         self._unstarted: List[TrialOutcome] = []  # trials whose process could not even start
         self._on_start = on_start
@@ -83,27 +58,25 @@ class LocalBackend:
         self._queue.append(spec)
 
     def counts(self) -> Tuple[int, int]:
-        return len(self._running), len(self._queue) + len(self._standing_by)
+        return len(self._running), len(self._queue)
 
     def wait_any(self, timeout: Optional[float] = None) -> List[TrialOutcome]:
         """Start what fits, then block until at least one trial ends (or `timeout` passes)."""
-        return wait_for_outcomes(timeout, self._ready, lambda: not self._running and not self._standing_by,
+        return wait_for_outcomes(timeout, self._ready, lambda: not self._running,
                                  lambda left: self._drain_exits(self._enforce_deadlines(left)))
 
     def shutdown(self, grace: Optional[float] = None) -> List[TrialOutcome]:
         """Stop every running trial's whole process group (TERM, then KILL) and reap it."""
-        self._stop_grace = self.kill_grace if grace is None else grace
         self._stop_launching()
         now = time.monotonic()
         for running in self._running.values():
-            running.trial.request_stop(INTERRUPTED, self._stop_grace, now)
+            running.trial.request_stop(INTERRUPTED, self.kill_grace if grace is None else grace, now)
         outcomes: List[TrialOutcome] = []
-        while self._running or self._standing_by:
+        while self._running:
             outcomes.extend(self._drain_exits(self._enforce_deadlines(0.5)))
         return outcomes
 
     def kill_now(self) -> None:
-        self._stop_grace = 0.0
         self._stop_launching()
         for running in self._running.values():
             running.trial.kill_now()
@@ -137,9 +110,6 @@ class LocalBackend:
     def _stop_launching(self) -> None:
         self._launching = False
         self._queue.clear()  # never started: the journal still has them queued, for --resume
-        if self._launcher is not None:
-            for standing in self._standing_by:
-                self._launcher.cancel(standing.trial.ident)  # answered: dropped, or it had started
 
     def _ready(self) -> List[TrialOutcome]:
         """Start what fits, then what has ended (or could not start)."""
@@ -147,24 +117,9 @@ class LocalBackend:
         return self._drain_exits(0.0)
 
     def _fill(self) -> None:
-        """Start queued trials in the free slots; with none free, the next one stands by."""
+        """Start queued trials in the free slots."""
         while self._launching and self._queue and self._free:
             self._launch(self._queue.popleft(), self._free.popleft())
-        launcher = self._launcher
-        while (self._launching and self._queue and self._running and len(self._standing_by) < STAND_BY_PER_SLOT * len(self.slots)
-               and launcher is not None and not launcher.lost):
-            spec = self._queue.popleft()
-            log_fd = prepare_files(spec)  # as in _launch
-            try:
-                # CUDA_VISIBLE_DEVICES is the launcher's to set: the slot is the ended trial's.
-                trial = TrialProcess.begin(launcher, spec.argv, build_env(spec, ""), spec.cwd, log_fd, spec.timeout,
-                                           self.kill_grace, spec.stop_path, spec.prune_grace, standby=True)
-            except OSError:  # the launcher is gone: the trial waits in the queue for the next one
-                self._queue.appendleft(spec)
-                return
-            finally:
-                os.close(log_fd)
-            self._standing_by.append(_StandingBy(spec, trial))
 
     def _launch(self, spec: TrialSpec, slot: Slot) -> None:
         # An OSError here is the output dir's (search.py says so), not the trial's. The log is
@@ -193,28 +148,6 @@ class LocalBackend:
 
     def _answers(self, launcher: Launcher) -> None:
         """The launcher's answers to start requests: a pid to journal, or why it could not start."""
-        for ident, after in launcher.take_slots().items():  # a start that stood by took the slot of `after`
-            standing = next((entry for entry in self._standing_by if entry.trial.ident == ident), None)
-            if standing is None:
-                continue
-            self._standing_by.remove(standing)
-            now = time.monotonic()
-            standing.trial.runs_from(now)
-            ended = self._running.get(after)  # its exit comes after this line: it is still here
-            if ended is not None:
-                ended.slot_passed = True
-                slot = ended.slot
-            else:  # not by the protocol; a slot is found anyway, so the trial is never lost track of
-                slot = self._free.popleft() if self._free else self.slots[0]
-            self._running[ident] = _Running(standing.spec, slot, standing.trial)
-            if not self._launching:  # a stop came while it stood by: it stops too
-                if self._stop_grace == 0.0:
-                    standing.trial.kill_now()
-                else:
-                    standing.trial.request_stop(INTERRUPTED, self.kill_grace if self._stop_grace is None else self._stop_grace, now)
-        dropped = set(launcher.take_unstaged())
-        if dropped:
-            self._unstand([entry for entry in self._standing_by if entry.trial.ident in dropped])
         for ident, (pid, cookie, cgroup) in launcher.take_started().items():
             running = self._running.get(ident)
             if running is None:
@@ -248,15 +181,9 @@ class LocalBackend:
         self._answers(launcher)  # before the exits: a trial's start is journaled before its end
         if launcher.lost:  # nobody will report these trials' ends: they died with their launcher
             exits += [(ident, -signal.SIGKILL) for ident in self._running if ident not in {i for i, _ in exits}]
-            self._unstand(list(self._standing_by))  # they never ran
             self._launcher = None
             launcher.close()
         ended = [end for end in (self._end(ident, code) for ident, code in exits) if end is not None]
-        if self._standing_by and not self._running:
-            # Every trial has ended and none of those standing by took a slot: the launcher gets
-            # (or got) them with nothing running, and drops them (their `unstaged` comes
-            # later). Back at the head of the queue now, so the slots just freed take them first.
-            self._unstand(list(self._standing_by))
         unstarted, self._unstarted = self._unstarted, []
         if ended or unstarted:
             # A freed slot takes the next queued trial now, before the ended trial is judged
@@ -265,13 +192,6 @@ class LocalBackend:
             self._fill()
         return unstarted + [self._judge(*end) for end in ended]
 
-    def _unstand(self, entries: List[_StandingBy]) -> None:
-        """Starts that stood by and will not run: first in the queue again, in their order."""
-        for entry in reversed(entries):
-            self._standing_by.remove(entry)
-            if self._launching:
-                self._queue.appendleft(entry.spec)
-
     def _end(self, ident: int, status: int) -> Optional[Tuple[_Running, Optional[int], float]]:
         """A trial's process ended: its slot is free again; (the trial, its exit code, when)."""
         running = self._running.pop(ident, None)
@@ -279,8 +199,7 @@ class LocalBackend:
             return None
         finished = time.monotonic()
         exit_code = running.trial.finish(status)
-        if not running.slot_passed:
-            self._free.append(running.slot)
+        self._free.append(running.slot)
         return running, exit_code, finished
 
     def _judge(self, running: _Running, exit_code: Optional[int], finished: float) -> TrialOutcome:
