@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -94,34 +94,51 @@ def _normalised_pruner_options(name: str, given: Dict[str, Any]) -> Dict[str, An
     return check_pruner_options(name, {key: str(value) for key, value in given.items()})
 
 
-def _restore_pruning(search: "Search", state: SearchState) -> None:
+def _restore_pruning(search: "Search", state: SearchState, recovered: Dict[Tuple[int, int, int], TrialRecord]) -> None:
     """The pruner hears again, in journal order, every report and end of the attempts that
     ended, so it makes the decisions the dead tuner would have made (docs/pruning.md); the
-    curves of the kept trials come back for the views, and so does the worst final score."""
+    curves of the kept trials come back for the views, and so does the worst final score.
+
+    A `recovered` attempt (its result file was complete, its end never journaled) is judged here
+    as the first run judged its trials: pruned if the pruner decides so on its reports, however
+    far the trial got after the decision (it may have read the stop file and reported before
+    the dead tuner's launcher stopped it)."""
     for kind, attempt, value in state.pruner_history():
+        record = recovered.get(attempt)
         if kind == "report":
-            search.pruner.report(attempt, value[0], value[1])
+            if search.pruner.report(attempt, value[0], value[1]) and record is not None and record.pruned_step is None:
+                record.pruned_step = value[0]
         else:
+            if record is not None:
+                if record.pruned_step is not None:
+                    record.status = Status.PRUNED
+                value = str(record.status) if record.status in (Status.OK, Status.PRUNED) else "failed"
             search.pruner.finished(attempt, value)
-    for trial in state.kept:
+    for trial in [*state.kept, *recovered.values()]:
         search.curves[(trial.round, trial.index)] = list(state.curve(trial))
         if trial.ok and trial.score is not None:
             search.worst_final = trial.score if search.worst_final is None else min(search.worst_final, trial.score)
+    for record in recovered.values():
+        if record.pruned:
+            search._judge_pruned(record)
 
 
 def restore(search: "Search", state: SearchState) -> None:
     """Rebuild the search's records, strategy, evaluator and policy from the replayed journal."""
     _stop_leftovers(search, state)
     kept = {(t.round, t.index): t for t in state.kept}
+    recovered: Dict[Tuple[int, int, int], TrialRecord] = {}
     for key, queued in sorted(state.queued.items()):
         if key in kept:
             continue
-        recovered = _recover_reported(queued)
-        if recovered is not None:
-            search.journal.append(FinishEvent(trial=recovered))
-            kept[key] = recovered
-            state.pruning_log.append(("end", (*key, recovered.attempt), "ok" if recovered.ok else "failed"))
-    _restore_pruning(search, state)
+        record = _recover_reported(queued)
+        if record is not None:
+            recovered[(*key, record.attempt)] = record
+            state.pruning_log.append(("end", (*key, record.attempt), None))  # judged in _restore_pruning
+    _restore_pruning(search, state, recovered)
+    for (round_index, index, _attempt), record in recovered.items():
+        search.journal.append(FinishEvent(trial=record))
+        kept[(round_index, index)] = record
     replay_check = _ReplayCheck(search.config.tuning_strategy)
     if isinstance(search.policy, AsyncPolicy):
         _restore_async(search, search.policy, state, kept, replay_check)
